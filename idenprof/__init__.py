@@ -1,0 +1,1 @@
+"""IdenProf: data, training, inference and export for ResNet image classifiers."""

@@ -1,0 +1,147 @@
+"""One flat training configuration: defaults reproduce the original IdenProf recipe; presets and
+command-line flags override them. The resolved config is saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from idenprof.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("step", "cosine", "constant")
+LOADERS = ("tfdata", "generator")
+VALIDATE_ON = ("holdout", "test")
+
+
+@dataclass
+class TrainConfig:
+    # Data
+    data_dir: str = "data/idenprof"
+    data_url: str | None = None  # None: $IDENPROF_URL, else the IdenProf release URL
+    data_sha256: str | None = None
+    download_only: bool = False
+    max_per_class: int | None = None  # train on a subset (quick trials and tests)
+    val_fraction: float = 0.1  # stratified hold-out carved from train, for checkpoint selection
+    validate_on: str = "holdout"  # "test" reproduces the original code (validates on test)
+    exclude_test_duplicates: bool = False  # drop train images whose bytes also appear in test
+    loader: str = "tfdata"
+    cache_dir: str | None = None  # decoded-image cache on disk; None: memory when it fits
+    # Model
+    model: str = "resnet50"
+    weights: str | None = None  # None (from scratch), "imagenet", or a weights file
+    weights_origin: str | None = None  # mirror URL or local path for the ImageNet weights file
+    weights_hash: str | None = None  # MD5 or SHA-256 of that file (default: keras.applications')
+    image_size: int = 224
+    width: float = 1.0
+    stem: str = "imagenet"
+    zero_init_residual: bool = False
+    # Optimisation (the original: Adam 1e-3, /10 after epochs 80, 120, 160, 180; 200 epochs)
+    epochs: int = 200
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "step"
+    lr_boundaries: list[int] = field(default_factory=lambda: [80, 120, 160, 180])
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9  # SGD
+    weight_decay: float = 0.0  # AdamW and SGD (decoupled)
+    label_smoothing: float = 0.0
+    # Augmentation (the original: horizontal flips)
+    flip: bool = True
+    crop_scale: list[float] | None = None  # random-resized-crop area range, e.g. [0.35, 1.0]
+    shift: float = 0.0
+    rotation: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    tta: bool = False  # evaluate with the mean of the image and its mirror
+    # Machinery
+    precision: str = "auto"
+    xla: str = "auto"
+    cpu_replicas: int | None = None  # split the CPU into N logical devices (tests the multi-GPU path)
+    time_budget_min: float | None = None  # stop (and end the schedule) when the budget is spent
+    run_dir: str | None = None  # None: runs/<model>-<image_size>px-seed<seed>
+    seed: int = 0
+    preset: str | None = None
+    progress: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def default_run_name(self) -> str:
+        prefix = self.preset or self.model
+        return f"{prefix}-{self.image_size}px-seed{self.seed}"
+
+
+# Presets change the recipe, not the data or output flags; explicit flags still override them.
+PRESETS: dict[str, dict] = {
+    # The original IdenProf recipe (the defaults), named for clarity.
+    "original": {},
+    # Two CPU cores, about 20 minutes: a half-width ResNet-18 at 64 px in bfloat16 where the CPU has it.
+    "cpu": dict(
+        model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
+        image_size=64, batch_size=64, epochs=18, optimizer="adamw", lr=2e-3, weight_decay=0.05,
+        schedule="cosine", warmup_epochs=1.5, label_smoothing=0.1, crop_scale=[0.6, 1.0],
+        tta=True,
+    ),
+    # Two CPU cores, about two hours: wider and larger images.
+    "cpu-long": dict(
+        model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
+        image_size=96, batch_size=64, epochs=40, optimizer="adamw", lr=2e-3, weight_decay=0.05,
+        schedule="cosine", warmup_epochs=1.5, label_smoothing=0.1, crop_scale=[0.5, 1.0],
+        tta=True,
+    ),
+}
+
+
+def resolve_config(preset: str | None, overrides: dict) -> TrainConfig:
+    """Defaults, then the preset, then explicit overrides (flags). Validates the result."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values = {**PRESETS.get(preset or "", {}), **overrides, "preset": preset}
+    config = TrainConfig(**values)
+    validate_config(config)
+    return config
+
+
+def validate_config(c: TrainConfig) -> None:
+    def positive(name, value):
+        if value is None or value <= 0:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be positive, got {value}")
+
+    positive("batch_size", c.batch_size)
+    positive("epochs", c.epochs)
+    positive("lr", c.lr)
+    positive("image_size", c.image_size)
+    positive("width", c.width)
+    if c.max_per_class is not None:
+        positive("max_per_class", c.max_per_class)
+    if c.time_budget_min is not None:
+        positive("time_budget_min", c.time_budget_min)
+    for name, value, choices in (
+        ("optimizer", c.optimizer, OPTIMIZERS),
+        ("schedule", c.schedule, SCHEDULES),
+        ("loader", c.loader, LOADERS),
+        ("validate-on", c.validate_on, VALIDATE_ON),
+    ):
+        if value not in choices:
+            raise ConfigError(f"--{name} {value!r} is unknown; choose one of {', '.join(choices)}")
+    if not 0.0 <= c.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {c.val_fraction}")
+    if c.validate_on == "holdout" and c.val_fraction == 0.0:
+        raise ConfigError("--val-fraction 0 leaves no hold-out; use --validate-on test or a fraction > 0")
+    if not 0.0 <= c.label_smoothing < 1.0:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
+    if sorted(c.lr_boundaries) != list(c.lr_boundaries) or any(b <= 0 for b in c.lr_boundaries):
+        raise ConfigError("--lr-boundaries must be increasing positive epoch numbers, e.g. 80,120,160,180")
+    if c.crop_scale is not None and not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
+        raise ConfigError(f"--crop-scale must be two area fractions 0 < min <= max <= 1, got {c.crop_scale}")
+    if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale):
+        raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation")

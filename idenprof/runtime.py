@@ -1,0 +1,171 @@
+"""Where and how training runs: devices, precision, XLA and the distribution strategy.
+
+`plan_runtime` is a pure function of what is visible (devices, CPU features, TF_CONFIG) and what
+was asked for; `detect_environment` reads those facts from the machine; `apply_runtime` makes the
+plan real (global dtype policy, strategy). Keeping the decision pure lets tests fake any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from idenprof.errors import ConfigError
+
+PRECISIONS = ("auto", "float32", "float16", "bfloat16", "mixed")
+XLA_MODES = ("auto", "on", "off")
+# Keras dtype policies for each concrete precision.
+POLICY_FOR_PRECISION = {
+    "float32": "float32",
+    "float16": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+}
+# CPU flags that mean native bfloat16 arithmetic (from /proc/cpuinfo).
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the machine shows: GPU names, CPU feature flags and the TF_CONFIG cluster (if any)."""
+
+    gpus: tuple[str, ...] = ()
+    cpu_flags: frozenset[str] = frozenset()
+    cpu_devices: int = 1
+    tf_config: dict | None = None
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """The decision: one line for the log, and saved in the run's config."""
+
+    device: str  # "gpu" or "cpu"
+    devices: tuple[str, ...]
+    precision: str  # float32, float16 or bfloat16
+    dtype_policy: str  # the Keras policy name
+    xla: bool
+    strategy: str  # default, mirrored or multi_worker
+    replicas: int  # replicas in sync across all workers
+    workers: int
+    per_replica_batch: int
+    global_batch: int
+    notes: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        return (
+            f"runtime: {self.device} x{len(self.devices)} ({', '.join(self.devices)}), "
+            f"precision {self.precision} ({self.dtype_policy}), xla {'on' if self.xla else 'off'}, "
+            f"strategy {self.strategy} ({self.replicas} replica(s), {self.workers} worker(s)), "
+            f"global batch {self.global_batch} = {self.per_replica_batch} per replica"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_runtime(
+    env: Environment, *, precision: str = "auto", xla: str = "auto", batch_size: int = 32
+) -> RuntimePlan:
+    """Decide precision, XLA and strategy for `env`. `batch_size` is the global batch (images per
+    optimizer step across all replicas); it must divide evenly among replicas."""
+    if precision == "mixed":  # the train.py issue's name: the best mixed precision for the device
+        precision = "auto" if not env.gpus else "float16"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if xla not in XLA_MODES:
+        raise ConfigError(f"--xla {xla!r} is unknown; choose one of {', '.join(XLA_MODES)}")
+
+    on_gpu = bool(env.gpus)
+    notes = []
+    if precision == "auto":
+        if on_gpu:
+            precision = "float16"
+        elif env.cpu_flags & set(NATIVE_BF16_CPU_FLAGS):
+            precision = "bfloat16"
+        else:
+            precision = "float32"
+    use_xla = on_gpu if xla == "auto" else xla == "on"
+
+    devices = env.gpus if on_gpu else tuple(f"CPU:{i}" for i in range(max(1, env.cpu_devices)))
+    workers = 1
+    if env.tf_config and len(env.tf_config.get("cluster", {}).get("worker", [])) > 0:
+        workers = len(env.tf_config["cluster"]["worker"])
+    if workers > 1:
+        strategy = "multi_worker"
+    elif len(devices) > 1:
+        strategy = "mirrored"
+    else:
+        strategy = "default"
+    replicas = len(devices) * workers
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive number of images, got {batch_size}")
+    if batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    if not on_gpu and precision == "float16":
+        notes.append("float16 on a CPU is emulated and slow; it is meant for testing the GPU path")
+    return RuntimePlan(
+        device="gpu" if on_gpu else "cpu",
+        devices=tuple(devices),
+        precision=precision,
+        dtype_policy=POLICY_FOR_PRECISION[precision],
+        xla=use_xla,
+        strategy=strategy,
+        replicas=replicas,
+        workers=workers,
+        per_replica_batch=batch_size // replicas,
+        global_batch=batch_size,
+        notes=tuple(notes),
+    )
+
+
+def read_cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor (empty where /proc/cpuinfo is absent)."""
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def split_cpu_into_logical_devices(count: int) -> None:
+    """Expose `count` logical CPU devices (to exercise MirroredStrategy on one CPU). Must run
+    before TensorFlow initialises its devices."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    )
+
+
+def detect_environment() -> Environment:
+    import tensorflow as tf
+
+    gpus = tuple(d.name.replace("/physical_device:", "") for d in tf.config.list_physical_devices("GPU"))
+    tf_config = json.loads(os.environ["TF_CONFIG"]) if os.environ.get("TF_CONFIG") else None
+    return Environment(
+        gpus=gpus,
+        cpu_flags=read_cpu_flags(),
+        cpu_devices=len(tf.config.list_logical_devices("CPU")),
+        tf_config=tf_config,
+    )
+
+
+def apply_runtime(plan: RuntimePlan):
+    """Set the global dtype policy and return the tf.distribute strategy for `plan`."""
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(plan.dtype_policy)
+    if plan.strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if plan.strategy == "mirrored":
+        names = [f"/{'GPU' if plan.device == 'gpu' else 'CPU'}:{d.split(':')[-1]}" for d in plan.devices]
+        return tf.distribute.MirroredStrategy(devices=names)
+    return tf.distribute.get_strategy()

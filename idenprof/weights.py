@@ -1,0 +1,79 @@
+"""Transfer learning from the ImageNet weights keras.applications publishes for ResNet50/101/152.
+
+The weights file is fetched and cached by Keras' own `keras.utils.get_file` (under $KERAS_HOME,
+default ~/.keras) with its hash check. The origin can point at a mirror or a local file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from idenprof.errors import ConfigError, DownloadError
+
+# From keras/src/applications/resnet.py: where keras.applications' weights live and their hashes.
+IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_NOTOP_MD5 = {
+    "resnet50": "4d473c1dd8becc155b73f8504c6f6626",
+    "resnet101": "88cf7a10940856eca736dc7b7e228a21",
+    "resnet152": "ee4c566cf9a93f14d82f913c2dc6dd0c",
+}
+
+
+def imagenet_notop_filename(model_name: str) -> str:
+    return f"{model_name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def fetch_imagenet_weights(model_name: str, origin: str | None = None, file_hash: str | None = None) -> Path:
+    """Path to the no-top ImageNet weights for `model_name` (downloaded once, then cached).
+
+    `origin`: a mirror URL or a local file (default: keras.applications' URL). `file_hash`: MD5 or
+    SHA-256 to check (default: keras.applications' published hash of the file).
+    """
+    import keras
+
+    if model_name not in IMAGENET_NOTOP_MD5:
+        raise ConfigError(
+            f"--weights imagenet is available for {', '.join(IMAGENET_NOTOP_MD5)}, not {model_name}"
+        )
+    if origin and Path(origin).is_file():
+        return Path(origin)
+    filename = imagenet_notop_filename(model_name)
+    url = origin or IMAGENET_BASE_URL + filename
+    try:
+        path = keras.utils.get_file(
+            filename, url, file_hash=file_hash or IMAGENET_NOTOP_MD5[model_name], cache_subdir="models"
+        )
+    except Exception as e:  # get_file wraps every network and hash failure in a plain Exception
+        raise DownloadError(
+            f"could not fetch ImageNet weights from {url} ({str(e).splitlines()[0]}); "
+            f"download {filename} yourself and pass --weights-origin /path/to/{filename}"
+        ) from None
+    return Path(path)
+
+
+def build_from_imagenet(config, num_classes: int):
+    """The config's network with ImageNet weights, caffe-style preprocessing inside (what those
+    weights expect) and a new float32 softmax head for `num_classes`."""
+    import keras
+
+    from models import build_model
+
+    weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash)
+    if config.width != 1.0 or config.stem != "imagenet":
+        raise ConfigError("--weights imagenet needs the standard network: drop --width and --stem")
+    base = build_model(
+        config.model,
+        include_top=False,
+        input_shape=(config.image_size, config.image_size, 3),
+        pooling="avg",
+        preprocessing="caffe",
+    )
+    try:
+        base.load_weights(str(weights_path))
+    except Exception as e:  # a wrong or damaged file: Keras raises ValueError/OSError/KeyError
+        raise DownloadError(
+            f"{weights_path} does not hold {config.model} ImageNet weights ({str(e).splitlines()[0]}); "
+            "delete it and run again, or pass the right file with --weights-origin"
+        ) from None
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(base.output)
+    return keras.Model(base.input, outputs, name=base.name)

@@ -1,0 +1,52 @@
+"""Config resolution: defaults are the original recipe; presets, then flags, override."""
+
+import json
+
+import pytest
+
+from idenprof.config import PRESETS, TrainConfig, resolve_config
+from idenprof.errors import ConfigError
+
+
+def test_defaults_reproduce_the_original_recipe():
+    c = resolve_config(None, {})
+    assert (c.model, c.image_size, c.batch_size, c.epochs) == ("resnet50", 224, 32, 200)
+    assert (c.optimizer, c.lr, c.schedule, c.lr_boundaries, c.lr_decay_factor) == ("adam", 1e-3, "step", [80, 120, 160, 180], 0.1)
+    assert c.flip and c.weights is None
+
+
+def test_preset_then_flags():
+    c = resolve_config("cpu", {"epochs": 3})
+    assert c.model == PRESETS["cpu"]["model"] and c.image_size == PRESETS["cpu"]["image_size"]
+    assert c.epochs == 3 and c.preset == "cpu"
+    assert c.default_run_name().startswith("cpu-")
+
+
+def test_config_round_trips_as_json():
+    c = resolve_config("cpu-long", {"seed": 7})
+    assert TrainConfig(**json.loads(c.to_json())) == c
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": 0}, "--batch-size must be positive"),
+        ({"epochs": -1}, "--epochs must be positive"),
+        ({"image_size": 0}, "--image-size must be positive"),
+        ({"optimizer": "rmsprop"}, "--optimizer 'rmsprop' is unknown"),
+        ({"schedule": "linear"}, "--schedule 'linear' is unknown"),
+        ({"val_fraction": 1.0}, "--val-fraction"),
+        ({"lr_boundaries": [120, 80]}, "--lr-boundaries"),
+        ({"crop_scale": [0.0, 1.0]}, "--crop-scale"),
+        ({"loader": "generator", "mixup_alpha": 0.2}, "--loader generator"),
+    ],
+)
+def test_bad_values_are_one_line_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config(None, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="--preset 'gpu-fast' is unknown"):
+        resolve_config("gpu-fast", {})

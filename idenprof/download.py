@@ -1,0 +1,296 @@
+"""Getting the IdenProf archive onto disk: resumable verified download, safe extraction.
+
+`ensure_dataset` is the one entry point the scripts call: it returns a folder holding train/ and
+test/, downloading and extracting only what is missing. A download is written to `<dest>.part`
+and renamed only when complete (and verified), so a crash never leaves a file that looks
+finished; an extraction happens in a temporary folder and is renamed into place at the end, so
+it never leaves a half dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+import zlib
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import requests
+from tqdm import tqdm
+
+from idenprof.errors import DatasetError, DownloadError
+
+DEFAULT_DATA_URL = (
+    "https://github.com/OlafenwaMoses/IdenProf/releases/download/v1.0/idenprof-jpg.zip"
+)
+DATA_URL_ENV = "IDENPROF_URL"
+ARCHIVE_FILENAME = "idenprof-jpg.zip"
+CHUNK_BYTES = 1 << 16
+BY_HAND = (
+    "download it yourself and pass --data-url /path/to/idenprof-jpg.zip, "
+    "or extract it and pass --data-dir"
+)
+CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-\d+/(\d+)$")
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: network error, timeout, 5xx, short body."""
+
+
+def resolve_data_url(flag_value: str | None) -> str:
+    """The archive location: the --data-url flag, else $IDENPROF_URL, else the release URL."""
+    return flag_value or os.environ.get(DATA_URL_ENV) or DEFAULT_DATA_URL
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: bool) -> None:
+    """One GET of `url` into `part`, continuing an existing `part` with a Range request.
+
+    Returns when `part` holds the whole body; raises _Retryable for failures a retry may fix.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    # identity: Content-Length and Range must count the file's bytes, not gzip's.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    response = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
+    if response.status_code == 416:
+        # The .part is not a prefix the server can continue (e.g. the file changed): restart.
+        response.close()
+        part.unlink()
+        offset = 0
+        del headers["Range"]
+        response = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
+    with response:
+        status = response.status_code
+        if status >= 500:
+            raise _Retryable(f"HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise DownloadError(
+                f"could not download {url}: HTTP {status} {response.reason}; {BY_HAND}"
+            )
+        total = None
+        if status == 206:
+            match = CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != offset:
+                part.unlink()
+                got = response.headers.get("Content-Range")
+                raise _Retryable(f"server answered bytes={offset}- with range {got!r}")
+            total = int(match.group(2))
+        else:
+            offset = 0  # a 200 is the whole file: the server ignored our Range, start over
+            if "Content-Length" in response.headers:
+                total = int(response.headers["Content-Length"])
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=Path(urlparse(url).path).name or url,
+                disable=None if progress else True,
+            ) as bar,
+        ):
+            for chunk in response.iter_content(CHUNK_BYTES):
+                f.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        if size > total:
+            part.unlink()
+        raise _Retryable(f"got {size} of {total} bytes")
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    timeout_s: tuple[float, float] = (10.0, 60.0),
+    retries: int = 5,
+    backoff_s: float = 1.0,
+    progress: bool = True,
+) -> Path:
+    """Download `url` to `dest` (via `dest.part`, resumable), optionally checking its SHA-256.
+
+    Args:
+        url: http(s) URL.
+        dest: final file path; written only once the download is complete and verified.
+        sha256: expected hex SHA-256 of the file, or None to skip the check.
+        timeout_s: (connect, read) timeouts in seconds; read is the longest silence allowed.
+        retries: further attempts after the first on network errors, timeouts and HTTP 5xx,
+            waiting backoff_s, 2*backoff_s, 4*backoff_s, ... seconds; each resumes the .part.
+        progress: show a tqdm bar (size, speed) on a terminal.
+
+    Returns:
+        dest.
+
+    Raises:
+        DownloadError naming the URL and the HTTP status or network error. A .part left by a
+        network error is kept so the next call resumes it.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            _fetch_once(url, part, timeout_s, progress)
+            break
+        except _Retryable as e:
+            problem = str(e)
+        except requests.RequestException as e:
+            problem = f"network error ({type(e).__name__}: {e})".replace("\n", " ")
+    else:
+        tries = f" after {retries + 1} attempts" if retries else ""
+        raise DownloadError(f"could not download {url}{tries}: {problem}; {BY_HAND}")
+    if sha256 is not None:
+        actual = sha256_of(part)
+        if actual != sha256.lower():
+            part.unlink()
+            raise DownloadError(
+                f"{url} downloaded with SHA-256 {actual}, expected {sha256}; the file is corrupt "
+                f"or a different version: try again, or {BY_HAND}"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def _has_splits(folder: Path) -> bool:
+    return (folder / "train").is_dir() and (folder / "test").is_dir()
+
+
+def _check_member_name(archive: Path, name: str) -> None:
+    """Refuse a member that would be written outside the extraction folder (zip-slip)."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise DatasetError(
+            f"{archive} has a member {name!r} that points outside the dataset folder; "
+            f"refusing to extract it: {BY_HAND} from a trusted source"
+        )
+
+
+def _split_root(archive: Path, extracted: Path) -> Path:
+    """The folder holding train/ and test/: the extraction root or its one top folder."""
+    if _has_splits(extracted):
+        return extracted
+    candidates = [d for d in sorted(extracted.iterdir()) if d.is_dir() and _has_splits(d)]
+    if len(candidates) != 1:
+        raise DatasetError(
+            f"{archive} does not hold train/ and test/ folders (at its root or in one top "
+            "folder); it is not an IdenProf-style archive"
+        )
+    return candidates[0]
+
+
+def extract_archive(archive: Path, data_dir: Path) -> Path:
+    """Extract a zip holding train/ and test/ (optionally under one top folder) to `data_dir`.
+
+    Every member's CRC is checked while extracting. `data_dir` appears only when extraction
+    succeeded, by renaming a temporary folder next to it. Returns `data_dir`.
+
+    Raises DatasetError for a corrupt or non-zip archive, a member outside the target folder,
+    an archive without train/ and test/, or a `data_dir` that exists and is not empty.
+    """
+    archive, data_dir = Path(archive), Path(data_dir)
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise DatasetError(
+            f"{data_dir} exists and is not an extracted dataset (no train/ and test/); "
+            "remove it or choose another --data-dir"
+        )
+    corrupt = (
+        f"{archive} is not a readable zip archive ({{}}); delete it and download it again, "
+        f"or {BY_HAND}"
+    )
+    try:
+        zf = zipfile.ZipFile(archive)
+    except FileNotFoundError:
+        raise DatasetError(f"archive {archive} not found; {BY_HAND}") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DatasetError(corrupt.format(e)) from None
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with zf:
+        for name in zf.namelist():
+            _check_member_name(archive, name)
+        extracted = Path(
+            tempfile.mkdtemp(prefix=f".{data_dir.name}-extracting-", dir=data_dir.parent)
+        )
+        try:
+            # Reading each member to its end makes zipfile compare its CRC-32 (BadZipFile if not).
+            zf.extractall(extracted)
+            os.replace(_split_root(archive, extracted), data_dir)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise DatasetError(corrupt.format(e)) from None
+        finally:
+            shutil.rmtree(extracted, ignore_errors=True)
+    return data_dir
+
+
+def _local_path(data_url: str) -> Path | None:
+    """The file-system path `data_url` names, or None for an http(s) URL."""
+    parsed = urlparse(data_url)
+    if parsed.scheme in ("http", "https"):
+        return None
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(data_url).expanduser()
+
+
+def ensure_dataset(
+    data_dir: Path, data_url: str, *, sha256: str | None = None, progress: bool = True
+) -> Path:
+    """A folder holding train/ and test/, fetching only what is missing.
+
+    Args:
+        data_dir: where the extracted dataset lives (the folder that gets train/ and test/).
+        data_url: http(s) URL of the zip; or a local (or file://) path to the zip, which is
+            extracted; or a local folder already holding train/ and test/, used in place.
+        sha256: expected SHA-256 of the zip (downloaded or local), or None to skip the check.
+        progress: show a download progress bar on a terminal.
+
+    Returns:
+        `data_dir`, or the `data_url` folder when that already holds the dataset.
+
+    A download goes to `data_dir.parent / "idenprof-jpg.zip"` and is reused by later calls.
+    """
+    data_dir = Path(data_dir)
+    if _has_splits(data_dir):
+        return data_dir
+    local = _local_path(data_url)
+    if local is not None:
+        if _has_splits(local):
+            return local
+        if not local.is_file():
+            raise DatasetError(
+                f"{local} is neither a zip archive nor a folder holding train/ and test/; "
+                "pass --data-url with the archive's path or URL"
+            )
+        archive = local
+    else:
+        archive = data_dir.parent / ARCHIVE_FILENAME
+        if not archive.is_file():
+            download_file(data_url, archive, sha256=sha256, progress=progress)
+            sha256 = None  # download_file has checked it
+    if sha256 is not None and (actual := sha256_of(archive)) != sha256.lower():
+        raise DownloadError(
+            f"{archive} has SHA-256 {actual}, expected {sha256}; delete it and download again, "
+            f"or {BY_HAND}"
+        )
+    return extract_archive(archive, data_dir)

@@ -71,9 +71,9 @@ def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: 
     if response.status_code == 416:
         # The .part is not a prefix the server can continue (e.g. the file changed): restart.
         response.close()
-        part.unlink()
+        part.unlink(missing_ok=True)
         offset = 0
-        del headers["Range"]
+        headers.pop("Range", None)
         response = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
     with response:
         status = response.status_code
@@ -87,7 +87,7 @@ def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: 
         if status == 206:
             match = CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != offset:
-                part.unlink()
+                part.unlink(missing_ok=True)
                 got = response.headers.get("Content-Range")
                 raise _Retryable(f"server answered bytes={offset}- with range {got!r}")
             total = int(match.group(2))

@@ -1,0 +1,165 @@
+"""Export a trained model for deployment: Keras, HDF5, TensorFlow SavedModel and LiteRT.
+
+    export/
+        model.keras        Keras 3 native format (keras.models.load_model)
+        model.h5           legacy HDF5, as the original IdenProf code saved
+        saved_model/       TensorFlow Serving: signatures serving_default (pixels) and
+                           serving_bytes (encoded image files), both -> {"probabilities"}
+        model.tflite       LiteRT, float32; infer.py runs it without importing TensorFlow
+        class_index.json   output position -> class name, for all of the above
+
+Every format takes float32 RGB pixels 0..255 (preprocessing is inside the model) and returns
+float32 softmax probabilities [N, num_classes] in class index order. All exports are float32,
+even when training used mixed precision: LiteRT has no bfloat16 kernels, and float32 runs
+everywhere.
+
+Each file appears under its final name only when complete: it is written in a hidden staging
+folder inside `out_dir` and moved into place with os.replace (a rename on the same filesystem).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from idenprof.class_index import CLASS_INDEX_FILENAME, write_class_index
+from idenprof.errors import ConfigError
+
+FORMATS = ("keras", "h5", "saved_model", "tflite")
+FILENAMES = {
+    "keras": "model.keras",
+    "h5": "model.h5",
+    "saved_model": "saved_model",
+    "tflite": "model.tflite",
+}
+PIXELS_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+OUTPUT_KEY = "probabilities"
+
+
+def export_model(
+    model: keras.Model,
+    out_dir: Path,
+    class_names: list[str],
+    formats: tuple[str, ...] = FORMATS,
+) -> dict[str, Path]:
+    """Write `model` in each of `formats` plus class_index.json into `out_dir`.
+
+    Args:
+        model: a Functional model, input float32 RGB [None, S, S, 3] 0..255, output softmax
+            [None, len(class_names)].
+        out_dir: created if missing; existing exports of the same names are replaced.
+        class_names: class name of each output position.
+        formats: any of "keras", "h5", "saved_model", "tflite".
+
+    Returns:
+        {format: path} for each format written, plus "class_index".
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    num_outputs = model.output_shape[-1]
+    if num_outputs != len(class_names):
+        raise ConfigError(
+            f"the model has {num_outputs} outputs but {len(class_names)} class names were given"
+        )
+    model = float32_copy(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
+    try:
+        for fmt in formats:
+            staged = staging / FILENAMES[fmt]
+            if fmt in ("keras", "h5"):
+                model.save(staged)
+            elif fmt == "saved_model":
+                write_saved_model(model, staged)
+            else:
+                staged.write_bytes(tflite_bytes(model, staging))
+            written[fmt] = move_into_place(staged, out_dir / FILENAMES[fmt], staging)
+        written["class_index"] = write_class_index(class_names, out_dir / CLASS_INDEX_FILENAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same model with every layer computing in float32 (weights copied); `model` itself
+    when it already does. Mixed-precision layers keep float32 weights, so nothing is lost."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def as_float32(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=as_float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def serving_functions(model: keras.Model):
+    """The two serving tf.functions: pixels float32 [None, S, S, 3] and encoded images string
+    [None]; both return {"probabilities": float32 [None, C]}."""
+    size = model.input_shape[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
+    def serve_pixels(pixels):
+        return {OUTPUT_KEY: tf.cast(model(pixels, training=False), tf.float32)}
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        # Antialiased bilinear matches PIL's bilinear downscaling used by idenprof.imaging.
+        return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_bytes(images):
+        pixels = tf.map_fn(
+            decode, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32)
+        )
+        return serve_pixels(pixels)
+
+    return serve_pixels, serve_bytes
+
+
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """A SavedModel with the `serving_default` (pixels) and `serving_bytes` signatures."""
+    serve_pixels, serve_bytes = serving_functions(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(PIXELS_SIGNATURE, serve_pixels)
+    archive.add_endpoint(BYTES_SIGNATURE, serve_bytes)
+    archive.write_out(str(path), verbose=False)
+
+
+def tflite_bytes(model: keras.Model, scratch: Path) -> bytes:
+    """A float32 LiteRT flatbuffer with one signature, `serving_default`: pixels -> probabilities.
+
+    Converted from a pixels-only SavedModel: the decode ops of serving_bytes have no LiteRT
+    kernels, and the SavedModel path is the converter's supported route for Keras 3 models.
+    """
+    pixels_only = scratch / "tflite-source"
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(PIXELS_SIGNATURE, serving_functions(model)[0])
+    archive.write_out(str(pixels_only), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(pixels_only), signature_keys=[PIXELS_SIGNATURE]
+    )
+    return converter.convert()
+
+
+def move_into_place(staged: Path, final: Path, staging: Path) -> Path:
+    """Rename `staged` to `final`. A folder that already exists is first moved aside into
+    `staging` (renaming onto a non-empty folder fails), so `final` is never half-written."""
+    if final.is_dir():
+        os.replace(final, staging / f"old-{final.name}")
+    os.replace(staged, final)
+    return final

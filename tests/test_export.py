@@ -1,0 +1,192 @@
+"""export_model: four deployment formats that load with the standard APIs alone and agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from idenprof.class_index import read_class_index
+from idenprof.errors import ConfigError
+from idenprof.export import export_model
+from idenprof.imaging import load_image_rgb
+
+IMAGE_SIZE = 32
+CLASS_NAMES = [
+    "chef", "doctor", "engineer", "farmer", "firefighter",
+    "judge", "mechanic", "pilot", "police", "waiter",
+]
+
+
+def tiny_model(image_size: int = IMAGE_SIZE, classes: int = 10, seed: int = 7) -> keras.Model:
+    """A small Functional classifier with the project's contract: float32 RGB 0..255 in,
+    softmax out. A wide random head spreads the probabilities so top-5 orders are clear."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((image_size, image_size, 3), dtype="float32")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    head = keras.initializers.RandomNormal(stddev=3.0, seed=seed)
+    outputs = keras.layers.Dense(
+        classes, activation="softmax", kernel_initializer=head, name="predictions"
+    )(x)
+    return keras.Model(inputs, outputs)
+
+
+def one_test_image_per_class(dataset_root: Path) -> list[Path]:
+    return [sorted((dataset_root / "test" / name).glob("*.jpg"))[0] for name in CLASS_NAMES]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, small_dataset):
+    model = tiny_model()
+    out_dir = tmp_path_factory.mktemp("export")
+    paths = export_model(model, out_dir, CLASS_NAMES)
+    images = one_test_image_per_class(small_dataset)
+    pixels = np.stack([load_image_rgb(p, size=IMAGE_SIZE) for p in images]).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(model(pixels))
+    return {"dir": out_dir, "paths": paths, "images": images, "pixels": pixels,
+            "expected": expected}
+
+
+def top5(probabilities: np.ndarray) -> list[list[int]]:
+    return np.argsort(-probabilities, axis=1)[:, :5].tolist()
+
+
+def test_writes_every_format_and_the_class_index_and_nothing_else(exported):
+    out_dir = exported["dir"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "class_index.json", "model.h5", "model.keras", "model.tflite", "saved_model",
+    ]
+    assert (out_dir / "saved_model" / "saved_model.pb").is_file()
+    assert read_class_index(out_dir / "class_index.json") == CLASS_NAMES
+    assert set(exported["paths"]) == {"keras", "h5", "saved_model", "tflite", "class_index"}
+
+
+def test_the_reference_predictions_have_a_clear_top5(exported):
+    # Precondition for comparing top-5 across formats: no near-ties (relative) in the top six.
+    log_ordered = np.log(-np.sort(-exported["expected"], axis=1)[:, :6])
+    assert -np.diff(log_ordered, axis=1).min() > 1e-3
+
+
+FRESH_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    out_dir, pixels_path, *image_paths = sys.argv[1:]
+    pixels = np.load(pixels_path)
+    results = {}
+    for name in ("model.keras", "model.h5"):
+        model = keras.models.load_model(f"{out_dir}/{name}", compile=False)
+        results[name] = np.asarray(model(pixels)).tolist()
+    loaded = tf.saved_model.load(f"{out_dir}/saved_model")
+    outputs = loaded.signatures["serving_default"](pixels=tf.constant(pixels))
+    results["serving_default"] = outputs["probabilities"].numpy().tolist()
+    results["serving_default_dtype"] = outputs["probabilities"].dtype.name
+    encoded = [open(p, "rb").read() for p in image_paths]
+    outputs = loaded.signatures["serving_bytes"](images=tf.constant(encoded))
+    results["serving_bytes"] = outputs["probabilities"].numpy().tolist()
+    runner = Interpreter(model_path=f"{out_dir}/model.tflite").get_signature_runner()
+    outputs = runner(pixels=pixels)
+    results["tflite"] = outputs["probabilities"].tolist()
+    results["tflite_dtype"] = str(outputs["probabilities"].dtype)
+    results["project_modules"] = sorted(
+        m for m in sys.modules if m.split(".")[0] in ("idenprof", "models"))
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fresh_process_results(exported, tmp_path_factory):
+    """Every format loaded and run in a new Python that never imports this project (run from an
+    empty folder so neither the repo nor the tests are on its path)."""
+    scratch = tmp_path_factory.mktemp("fresh")
+    pixels_path = scratch / "pixels.npy"
+    np.save(pixels_path, exported["pixels"])
+    completed = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(exported["dir"]), str(pixels_path),
+         *map(str, exported["images"])],
+        cwd=scratch, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": str(scratch)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_does_not_import_the_project(fresh_process_results):
+    assert fresh_process_results["project_modules"] == []
+
+
+@pytest.mark.parametrize("fmt", ["model.keras", "model.h5", "serving_default", "tflite"])
+def test_each_format_gives_the_same_top5_as_the_keras_model(fresh_process_results, exported, fmt):
+    probabilities = np.array(fresh_process_results[fmt], dtype=np.float32)
+    assert probabilities.shape == (len(CLASS_NAMES), len(CLASS_NAMES))
+    np.testing.assert_allclose(probabilities, exported["expected"], atol=1e-5)
+    assert top5(probabilities) == top5(exported["expected"])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_saved_model_and_litert_outputs_are_float32(fresh_process_results):
+    assert fresh_process_results["serving_default_dtype"] == "float32"
+    assert fresh_process_results["tflite_dtype"] == "float32"
+
+
+def test_serving_bytes_decodes_and_resizes_like_training(fresh_process_results, exported):
+    # In-graph JPEG decode and antialiased bilinear resize vs Pillow's: close, not bit-identical.
+    from_bytes = np.array(fresh_process_results["serving_bytes"], dtype=np.float32)
+    np.testing.assert_allclose(from_bytes.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(from_bytes, exported["expected"], atol=0.02)
+    assert from_bytes.argmax(axis=1).tolist() == exported["expected"].argmax(axis=1).tolist()
+
+
+def test_reexport_replaces_existing_files_and_leaves_no_staging(tmp_path):
+    export_model(tiny_model(seed=1), tmp_path, CLASS_NAMES, formats=("saved_model", "keras"))
+    second = tiny_model(seed=2)
+    export_model(second, tmp_path, CLASS_NAMES, formats=("saved_model", "keras"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "class_index.json", "model.keras", "saved_model",
+    ]
+    reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    for saved, current in zip(reloaded.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, current)
+
+
+def test_mixed_precision_model_exports_float32_litert(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    export_model(model, tmp_path, CLASS_NAMES, formats=("tflite", "keras"))
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE, 3))
+    pixels = pixels.astype(np.float32)
+    runner = Interpreter(model_path=str(tmp_path / "model.tflite")).get_signature_runner()
+    probabilities = runner(pixels=pixels)["probabilities"]
+    assert probabilities.dtype == np.float32
+    # bfloat16 compute in the original vs float32 in the export: close, not identical.
+    np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(model(pixels)), atol=0.02)
+    reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in reloaded.layers} == {"float32"}
+
+
+def test_unknown_format_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="onnx"):
+        export_model(tiny_model(), tmp_path, CLASS_NAMES, formats=("onnx",))
+
+
+def test_class_count_must_match_the_model_outputs(tmp_path):
+    with pytest.raises(ConfigError, match="10 outputs but 3 class names"):
+        export_model(tiny_model(), tmp_path, ["a", "b", "c"])

@@ -1,0 +1,326 @@
+"""Predict professions for photos with a trained or exported model.
+
+    predictor = load_predictor(resolve_model_path(None))    # best model of the latest run
+    results, errors = predict_files(predictor, ["photo.jpg"], top_k=5)
+
+Backends: Keras (.keras, .h5), TensorFlow SavedModel (a folder), and LiteRT (.tflite). This
+module imports TensorFlow only inside the Keras and SavedModel loaders, so predicting with a
+.tflite model starts in well under a second. The image size comes from the model's input shape
+and the class names from the class index JSON next to the model: neither is typed anywhere else.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from idenprof.class_index import CLASS_INDEX_FILENAME, read_class_index
+from idenprof.errors import ConfigError, IdenprofError, ModelFileError
+from idenprof.imaging import is_image_filename, load_image_rgb
+
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
+SAVED_MODEL_MARKER = "saved_model.pb"
+EXPORT_DIRNAME = "export"
+GLOB_CHARS = "*?["
+# Checkpoints written by training: model-e{epoch:03d}-val{val_acc:.4f}.keras / .h5
+CHECKPOINT_PATTERN = re.compile(r"^model-e(\d+)-val(\d+(?:\.\d+)?)\.(keras|h5)$")
+# The SavedModel signature and output name written by idenprof.export.
+PIXELS_SIGNATURE = "serving_default"
+OUTPUT_KEY = "probabilities"
+
+
+@dataclass(frozen=True)
+class InputError:
+    """An input that could not be predicted: `message` names the file and the problem."""
+
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """Top-k predictions for one image, most likely first: (class name, probability 0..1)."""
+
+    path: str
+    predictions: list[tuple[str, float]]
+
+
+@dataclass
+class Predictor:
+    """A loaded model, whatever its format.
+
+    Attributes:
+        class_names: class name of each output position.
+        image_size: S of the model's input [N, S, S, 3] (pixels).
+        predict_batch: float32 RGB 0..255 [N, S, S, 3] -> float32 probabilities [N, C].
+        model_path: the file or folder it was loaded from.
+    """
+
+    class_names: list[str]
+    image_size: int
+    predict_batch: Callable[[np.ndarray], np.ndarray]
+    model_path: Path
+
+    def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities float32 [N, C] for uint8 or float32 RGB images [N, S, S, 3] (0..255),
+        run `batch_size` images at a time."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(
+                f"images must be [N, {self.image_size}, {self.image_size}, 3], got {images.shape}"
+            )
+        outputs = [
+            np.asarray(self.predict_batch(images[start : start + batch_size]), dtype=np.float32)
+            for start in range(0, len(images), batch_size)
+        ]
+        if not outputs:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        return np.concatenate(outputs)
+
+
+def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> Path:
+    """The model to load for `--model model_arg`.
+
+    `model_arg` may be a model file (.keras, .h5, .tflite), a SavedModel folder, or a run folder
+    (its best model, see `best_model_in_run`). Without it: the best model of the most recently
+    modified run folder under `runs_dir` that holds a model.
+    """
+    if model_arg is not None:
+        path = Path(model_arg)
+        if path.is_file():
+            if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
+                raise ModelFileError(
+                    f"{path}: not a model file; expected {', '.join(MODEL_FILE_SUFFIXES)}, "
+                    "a SavedModel folder or a run folder"
+                )
+            return path
+        if path.is_dir():
+            if (path / SAVED_MODEL_MARKER).is_file():
+                return path
+            best = best_model_in_run(path)
+            if best is None:
+                raise ModelFileError(
+                    f"{path}: no model in this folder (no .keras/.h5/.tflite checkpoint, "
+                    "export/ or saved_model.pb)"
+                )
+            return best
+        raise ModelFileError(f"{path}: no such model file or folder")
+    runs_dir = Path(runs_dir)
+    candidates = []
+    if runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            if run.is_dir() and not run.name.startswith("."):
+                best = best_model_in_run(run)
+                if best is not None:
+                    candidates.append((run.stat().st_mtime, best))
+    if not candidates:
+        raise ModelFileError(
+            f"no trained model under {runs_dir}/; train one with python train.py or pass --model"
+        )
+    return max(candidates)[1]
+
+
+def best_model_in_run(run_dir: Path) -> Path | None:
+    """The model infer.py uses for a run folder, or None when it holds no model.
+
+    The exported LiteRT model (fastest start) when export/ is at least as new as the best
+    checkpoint; otherwise the checkpoint with the highest validation accuracy in its name
+    (.keras before .h5); otherwise any model export/ holds.
+    """
+    checkpoints = []
+    for path in run_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_file():
+            val_acc, epoch, ext = float(match.group(2)), int(match.group(1)), match.group(3)
+            checkpoints.append((val_acc, epoch, ext == "keras", path))
+    best_checkpoint = max(checkpoints)[3] if checkpoints else None
+    export_dir = run_dir / EXPORT_DIRNAME
+    exported = [
+        p
+        for p in (export_dir / "model.tflite", export_dir / "model.keras", export_dir / "model.h5")
+        if p.is_file()
+    ]
+    if (export_dir / "saved_model" / SAVED_MODEL_MARKER).is_file():
+        exported.append(export_dir / "saved_model")
+    if exported and (
+        best_checkpoint is None or exported[0].stat().st_mtime >= best_checkpoint.stat().st_mtime
+    ):
+        return exported[0]
+    return best_checkpoint
+
+
+def load_predictor(model_path: Path, labels_path: Path | None = None) -> Predictor:
+    """Load a .keras/.h5/.tflite file or a SavedModel folder with its class names.
+
+    Class names come from `labels_path`, else class_index.json next to the model (for a
+    SavedModel folder: inside it, else beside it). Raises ModelFileError when the file is not a
+    model or the class count differs from the model's output size.
+    """
+    model_path = Path(model_path)
+    labels_path = Path(labels_path) if labels_path is not None else class_index_beside(model_path)
+    class_names = read_class_index(labels_path)
+    if model_path.is_dir():
+        predict_batch, input_shape, num_outputs = load_saved_model(model_path)
+    elif model_path.suffix.lower() == ".tflite":
+        predict_batch, input_shape, num_outputs = load_litert(model_path)
+    elif model_path.suffix.lower() in (".keras", ".h5"):
+        predict_batch, input_shape, num_outputs = load_keras(model_path)
+    else:
+        raise ModelFileError(f"{model_path}: not a model file ({', '.join(MODEL_FILE_SUFFIXES)})")
+    if len(input_shape) != 4 or input_shape[3] != 3 or input_shape[1] != input_shape[2]:
+        raise ModelFileError(
+            f"{model_path}: expected an image model with input [N, S, S, 3], got {input_shape}"
+        )
+    if num_outputs != len(class_names):
+        raise ModelFileError(
+            f"{model_path} has {num_outputs} outputs but {labels_path} names "
+            f"{len(class_names)} classes; pass the matching --labels"
+        )
+    return Predictor(class_names, int(input_shape[1]), predict_batch, model_path)
+
+
+def class_index_beside(model_path: Path) -> Path:
+    if model_path.is_dir() and (model_path / CLASS_INDEX_FILENAME).is_file():
+        return model_path / CLASS_INDEX_FILENAME
+    return model_path.parent / CLASS_INDEX_FILENAME
+
+
+def load_keras(path: Path):
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a bad file; all mean "not a model".
+        raise ModelFileError(f"{path}: cannot load as a Keras model ({one_line(e)})") from None
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        # Calling the model directly avoids predict()'s per-call tf.data and progress overhead.
+        return keras.ops.convert_to_numpy(model(images, training=False))
+
+    return predict_batch, tuple(model.input_shape), model.output_shape[-1]
+
+
+def load_saved_model(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures[PIXELS_SIGNATURE]
+    except Exception as e:  # a corrupt protobuf or missing variables surface as several types
+        raise ModelFileError(f"{path}: cannot load as a SavedModel ({one_line(e)})") from None
+    (input_name, input_spec), = signature.structured_input_signature[1].items()
+    output_spec = signature.structured_outputs[OUTPUT_KEY]
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        return signature(**{input_name: tf.constant(images)})[OUTPUT_KEY].numpy()
+
+    return predict_batch, tuple(input_spec.shape), output_spec.shape[-1]
+
+
+def load_litert(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        runner = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+    except Exception as e:  # the interpreter raises ValueError/RuntimeError for a bad flatbuffer
+        raise ModelFileError(f"{path}: cannot load as a LiteRT model ({one_line(e)})") from None
+    (input_name, input_details), = runner.get_input_details().items()
+    output_details = runner.get_output_details()[OUTPUT_KEY]
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        # The signature runner resizes its input tensor to the batch it is given.
+        return runner(**{input_name: images})[OUTPUT_KEY]
+
+    return predict_batch, tuple(input_details["shape_signature"]), output_details["shape"][-1]
+
+
+def one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Iterable[str | Path],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    tta: bool = False,
+) -> tuple[list[FilePrediction], list[InputError]]:
+    """Top-k predictions for each image file; unreadable files become errors, the rest are still
+    predicted. Images are decoded and resized by idenprof.imaging, as training does, and loaded
+    `batch_size` at a time (memory stays bounded for large folders).
+
+    With `tta`, each image's probabilities are the mean over it and its horizontal mirror.
+    """
+    if top_k < 1:
+        raise ConfigError(f"--top must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    top_k = min(top_k, len(predictor.class_names))
+    paths = [str(p) for p in paths]
+    results: list[FilePrediction] = []
+    errors: list[InputError] = []
+    for start in range(0, len(paths), batch_size):
+        loaded_paths, images = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                images.append(load_image_rgb(path, size=predictor.image_size))
+                loaded_paths.append(path)
+            except IdenprofError as e:
+                errors.append(InputError(path, str(e)))
+        if not images:
+            continue
+        batch = np.stack(images)
+        if tta:
+            # Mirror along the width axis; both halves go through the model as one batch.
+            both = predictor.predict(np.concatenate([batch, batch[:, :, ::-1]]), batch_size * 2)
+            probabilities = (both[: len(batch)] + both[len(batch) :]) / 2
+        else:
+            probabilities = predictor.predict(batch, batch_size)
+        for path, row in zip(loaded_paths, probabilities, strict=True):
+            order = np.argsort(-row, kind="stable")[:top_k]
+            results.append(
+                FilePrediction(path, [(predictor.class_names[i], float(row[i])) for i in order])
+            )
+    return results, errors
+
+
+def expand_inputs(args: list[str]) -> tuple[list[str], list[InputError]]:
+    """Image paths from command-line arguments, in argument order, each path once.
+
+    - an existing file: used as given (whatever its extension; decoding decides);
+    - a folder: its image files (by extension), sorted, NOT recursive;
+    - a glob pattern (*, ?, [...]; ** recurses): the matching image files, sorted.
+    A missing file, a folder without images, and a pattern matching no image are errors.
+    """
+    paths: list[str] = []
+    errors: list[InputError] = []
+    for arg in args:
+        if os.path.isfile(arg):
+            found = [arg]
+        elif os.path.isdir(arg):
+            found = sorted(
+                str(p) for p in Path(arg).iterdir() if p.is_file() and is_image_filename(p)
+            )
+            if not found:
+                errors.append(InputError(arg, f"{arg}: folder has no image files"))
+        elif any(c in arg for c in GLOB_CHARS):
+            found = sorted(
+                p for p in glob.glob(arg, recursive=True)
+                if os.path.isfile(p) and is_image_filename(p)
+            )
+            if not found:
+                errors.append(InputError(arg, f"{arg}: pattern matches no image files"))
+        else:
+            found = []
+            errors.append(InputError(arg, f"{arg}: no such file or folder"))
+        paths.extend(found)
+    return list(dict.fromkeys(paths)), errors

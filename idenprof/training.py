@@ -179,6 +179,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     from idenprof.dataset import scan_dataset
     from idenprof.download import ensure_dataset, resolve_data_url
 
+    if not config.download_only:
+        check_model_choice(config)  # fail on a bad flag before any download or decoding
     data_root = ensure_dataset(Path(config.data_dir), resolve_data_url(config.data_url),
                                sha256=config.data_sha256, progress=config.progress)
     layout = scan_dataset(data_root)
@@ -197,7 +199,6 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     log(plan.summary())
     for note in plan.notes:
         log(f"note: {note}")
-    check_image_size(config)
     run_dir = prepare_run_dir(config)
     class_names = layout.class_names
     write_class_index(class_names, run_dir / CLASS_INDEX_FILENAME)
@@ -236,9 +237,11 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     return finish_run(config, run_dir, class_names, test_data, test_samples, layout, train_seconds, epochs_run, log)
 
 
-def check_image_size(config: TrainConfig) -> None:
-    from models import minimum_input_size
+def check_model_choice(config: TrainConfig) -> None:
+    from models import MODEL_BUILDERS, minimum_input_size
 
+    if config.model not in MODEL_BUILDERS:
+        raise ConfigError(f"--model {config.model!r} is unknown; choose one of {', '.join(MODEL_BUILDERS)}")
     smallest = minimum_input_size(config.stem)
     if config.image_size < smallest:
         raise ConfigError(

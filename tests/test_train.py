@@ -1,0 +1,187 @@
+"""train.py end to end on small real subsets of IdenProf: outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from archive_subsets import REPO_ROOT, extract_subset, make_subset_archive
+
+TRAIN_PY = REPO_ROOT / "train.py"
+# Small and quick: a quarter-width ResNet-18 with the small stem on 32 px images.
+TINY = ["--model", "resnet18", "--width", "0.25", "--stem", "small", "--image-size", "32",
+        "--batch-size", "16", "--precision", "float32", "--quiet"]
+
+
+def run_train(args, cwd=None, timeout=600, env_extra=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    return subprocess.run([sys.executable, str(TRAIN_PY), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def train_dataset(tmp_path_factory) -> Path:
+    """20 training and 5 test images per class from the real archive."""
+    tmp = tmp_path_factory.mktemp("train-data")
+    return extract_subset(make_subset_archive(tmp / "subset.zip", 20, 5), tmp)
+
+
+@pytest.fixture(scope="module")
+def finished_run(train_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    result = run_train(["--data-dir", train_dataset, *TINY, "--epochs", "6", "--lr", "3e-3",
+                        "--run-dir", run_dir, "--seed", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_a_run_writes_every_output(finished_run):
+    run_dir, result = finished_run
+    keras_models = list(run_dir.glob("model-e*-val*.keras"))
+    assert len(keras_models) == 1  # only the best is kept
+    assert keras_models[0].with_suffix(".h5").is_file()
+    assert json.loads((run_dir / "class_index.json").read_text())["0"] == "chef"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["config"]["model"] == "resnet18" and saved["runtime"]["precision"] == "float32"
+    assert [int(r["epoch"]) for r in metrics_rows(run_dir)] == list(range(6))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["images"] == 50 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 50
+    assert set(metrics["per_class_accuracy"]) == {json.loads((run_dir / "class_index.json").read_text())[str(i)] for i in range(10)}
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((run_dir / "logs").rglob("events.out.tfevents*"))
+    export = run_dir / "export"
+    assert (export / "model.keras").is_file() and (export / "model.tflite").is_file()
+    assert (export / "saved_model" / "saved_model.pb").is_file()
+    assert not (run_dir / "backup").exists()  # resume state is removed once training finishes
+    assert "test top-1" in result.stdout and f"python infer.py --model {run_dir}" in result.stdout
+
+
+def test_training_accuracy_rises_well_above_chance(finished_run):
+    rows = metrics_rows(finished_run[0])
+    first, last = float(rows[0]["accuracy"]), float(rows[-1]["accuracy"])
+    assert last > 0.3 and last > first + 0.1, (first, last)
+
+
+def test_a_finished_run_is_not_overwritten(finished_run, train_dataset):
+    run_dir, _ = finished_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    result = run_train(["--data-dir", train_dataset, *TINY, "--epochs", "6", "--run-dir", run_dir])
+    assert result.returncode == 2 and "already holds a finished run" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--data-dir", train_dataset, *TINY, "--epochs", "5", "--run-dir", run_dir]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN_PY), *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if (run_dir / "metrics.csv").exists() and len(metrics_rows(run_dir)) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never finished two epochs")
+        time.sleep(0.5)  # now inside the third epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    done_before = len(metrics_rows(run_dir))
+    assert 2 <= done_before < 5
+    assert list(run_dir.glob("model-e*.keras"))  # the best-so-far survived the kill
+    result = run_train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [int(r["epoch"]) for r in metrics_rows(run_dir)]
+    assert epochs == list(range(5))  # resumed after the last finished epoch, nothing redone
+    rates = [float(r["learning_rate"]) for r in metrics_rows(run_dir)]
+    assert rates == pytest.approx([1e-3] * 5)
+    assert len(list(run_dir.glob("model-e*.keras"))) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet21"], "--model 'resnet21' is unknown"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--image-size", "8", "--stem", "imagenet"], "--image-size 8 is too small"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(args, message, tmp_path):
+    import train
+
+    empty = tmp_path / "nothing-here"
+    code = train.main(["--data-dir", str(empty), "--data-url", str(tmp_path / "none.zip"),
+                       "--run-dir", str(tmp_path / "run"), "--model", "resnet18", *args])
+    assert code == 2
+    assert not (tmp_path / "run").exists() and not empty.exists()
+
+
+def test_bad_flag_message_is_one_line_without_traceback(tmp_path):
+    result = run_train(["--data-dir", tmp_path, "--model", "resnet21"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --model 'resnet21' is unknown; choose one of resnet18, resnet34, resnet50, resnet101, resnet152"
+    ]
+
+
+def test_missing_data_and_a_class_missing_from_a_split(small_dataset, tmp_path, capsys):
+    import shutil
+
+    import train
+
+    code = train.main(["--data-dir", str(tmp_path / "absent"), "--data-url", str(tmp_path / "absent.zip"), *TINY])
+    assert code == 2 and "absent.zip" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(small_dataset, broken)
+    shutil.rmtree(broken / "test" / "pilot")
+    code = train.main(["--data-dir", str(broken), *TINY, "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pilot" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_run_folder(small_dataset, tmp_path, capsys):
+    import train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = train.main(["--data-dir", str(small_dataset), *TINY, "--run-dir", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--run-dir" in err and "cannot write" in err
+
+
+def test_batch_larger_than_the_training_set(small_dataset, tmp_path, capsys):
+    import train
+
+    code = train.main(["--data-dir", str(small_dataset), *TINY, "--batch-size", "512",
+                       "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "larger than the" in capsys.readouterr().err
+
+
+def test_download_only_reports_the_layout(small_archive, tmp_path):
+    data_dir = tmp_path / "data" / "idenprof"
+    result = run_train(["--download-only", "--data-dir", data_dir, "--data-url", small_archive, "--quiet"],
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (data_dir / "train" / "chef").is_dir() and (data_dir / "test" / "waiter").is_dir()
+    assert "chef" in result.stdout and "waiter" in result.stdout
+    assert not (tmp_path / "runs").exists()  # nothing trained

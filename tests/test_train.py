@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from archive_subsets import REPO_ROOT, extract_subset, make_subset_archive
+from archive_subsets import extract_subset, make_subset_archive
+from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
-TRAIN_PY = REPO_ROOT / "train.py"
-# Small and quick: a quarter-width ResNet-18 with the small stem on 32 px images.
-TINY = ["--model", "resnet18", "--width", "0.25", "--stem", "small", "--image-size", "32",
-        "--batch-size", "16", "--precision", "float32", "--quiet"]
-
-
-def run_train(args, cwd=None, timeout=600, env_extra=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
-    return subprocess.run([sys.executable, str(TRAIN_PY), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def metrics_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+from idenprof.config import resolve_config
+from idenprof.training import make_learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -87,32 +71,21 @@ def test_a_finished_run_is_not_overwritten(finished_run, train_dataset):
 
 def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    args = ["--data-dir", train_dataset, *TINY, "--epochs", "5", "--run-dir", run_dir]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, str(TRAIN_PY), *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if (run_dir / "metrics.csv").exists() and len(metrics_rows(run_dir)) >= 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training never finished two epochs")
-        time.sleep(0.5)  # now inside the third epoch
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
-    done_before = len(metrics_rows(run_dir))
+    args = ["--data-dir", train_dataset, *TINY, "--epochs", "5", "--run-dir", run_dir,
+            "--schedule", "cosine", "--warmup-epochs", "1"]
+    done_before = kill_during_epoch(args, run_dir, finished_epochs=2)
     assert 2 <= done_before < 5
     assert list(run_dir.glob("model-e*.keras"))  # the best-so-far survived the kill
     result = run_train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [int(r["epoch"]) for r in metrics_rows(run_dir)]
     assert epochs == list(range(5))  # resumed after the last finished epoch, nothing redone
+    # The learning rate follows the uninterrupted schedule: the optimizer's step count was restored.
+    config = resolve_config(None, {"epochs": 5, "schedule": "cosine", "warmup_epochs": 1, "batch_size": 16})
+    schedule = make_learning_rate(config, steps_per_epoch=180 // 16)
+    expected = [float(schedule(np.int64((e + 1) * (180 // 16)))) for e in range(5)]
     rates = [float(r["learning_rate"]) for r in metrics_rows(run_dir)]
-    assert rates == pytest.approx([1e-3] * 5)
+    assert rates == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert len(list(run_dir.glob("model-e*.keras"))) == 1
 
 

@@ -23,11 +23,14 @@ def imagenet_notop_filename(model_name: str) -> str:
     return f"{model_name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def fetch_imagenet_weights(model_name: str, origin: str | None = None, file_hash: str | None = None) -> Path:
+def fetch_imagenet_weights(
+    model_name: str, origin: str | None = None, file_hash: str | None = None, cache_dir: str | None = None
+) -> Path:
     """Path to the no-top ImageNet weights for `model_name` (downloaded once, then cached).
 
     `origin`: a mirror URL or a local file (default: keras.applications' URL). `file_hash`: MD5 or
-    SHA-256 to check (default: keras.applications' published hash of the file).
+    SHA-256 to check (default: keras.applications' published hash of the file). `cache_dir`:
+    where Keras caches it (default: $KERAS_HOME, else ~/.keras).
     """
     import keras
 
@@ -41,7 +44,8 @@ def fetch_imagenet_weights(model_name: str, origin: str | None = None, file_hash
     url = origin or IMAGENET_BASE_URL + filename
     try:
         path = keras.utils.get_file(
-            filename, url, file_hash=file_hash or IMAGENET_NOTOP_MD5[model_name], cache_subdir="models"
+            filename, url, file_hash=file_hash or IMAGENET_NOTOP_MD5[model_name],
+            cache_subdir="models", cache_dir=cache_dir,
         )
     except Exception as e:  # get_file wraps every network and hash failure in a plain Exception
         raise DownloadError(
@@ -51,16 +55,16 @@ def fetch_imagenet_weights(model_name: str, origin: str | None = None, file_hash
     return Path(path)
 
 
-def build_from_imagenet(config, num_classes: int):
+def build_from_imagenet(config, num_classes: int, cache_dir: str | None = None):
     """The config's network with ImageNet weights, caffe-style preprocessing inside (what those
     weights expect) and a new float32 softmax head for `num_classes`."""
     import keras
 
     from models import build_model
 
-    weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash)
     if config.width != 1.0 or config.stem != "imagenet":
         raise ConfigError("--weights imagenet needs the standard network: drop --width and --stem")
+    weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash, cache_dir)
     base = build_model(
         config.model,
         include_top=False,

@@ -214,11 +214,11 @@ def load_saved_model(path: Path):
         signature = loaded.signatures[PIXELS_SIGNATURE]
     except Exception as e:  # a corrupt protobuf or missing variables surface as several types
         raise ModelFileError(f"{path}: cannot load as a SavedModel ({one_line(e)})") from None
-    (input_name, input_spec), = signature.structured_input_signature[1].items()
-    output_spec = signature.structured_outputs[OUTPUT_KEY]
+    input_name, input_spec = only_entry(signature.structured_input_signature[1], "input", path)
+    output_name, output_spec = only_entry(signature.structured_outputs, "output", path)
 
     def predict_batch(images: np.ndarray) -> np.ndarray:
-        return signature(**{input_name: tf.constant(images)})[OUTPUT_KEY].numpy()
+        return signature(**{input_name: tf.constant(images)})[output_name].numpy()
 
     return predict_batch, tuple(input_spec.shape), output_spec.shape[-1]
 
@@ -231,14 +231,26 @@ def load_litert(path: Path):
         runner = interpreter.get_signature_runner(PIXELS_SIGNATURE)
     except Exception as e:  # the interpreter raises ValueError/RuntimeError for a bad flatbuffer
         raise ModelFileError(f"{path}: cannot load as a LiteRT model ({one_line(e)})") from None
-    (input_name, input_details), = runner.get_input_details().items()
-    output_details = runner.get_output_details()[OUTPUT_KEY]
+    input_name, input_details = only_entry(runner.get_input_details(), "input", path)
+    output_name, output_details = only_entry(runner.get_output_details(), "output", path)
 
     def predict_batch(images: np.ndarray) -> np.ndarray:
         # The signature runner resizes its input tensor to the batch it is given.
-        return runner(**{input_name: images})[OUTPUT_KEY]
+        return runner(**{input_name: images})[output_name]
 
     return predict_batch, tuple(input_details["shape_signature"]), output_details["shape"][-1]
+
+
+def only_entry(named: dict, kind: str, path: Path):
+    """(name, value) of the signature's one input or output. Our exports name the output
+    "probabilities"; a plain `model.export()` names it "output_0", which is accepted too."""
+    if kind == "output" and OUTPUT_KEY in named:
+        return OUTPUT_KEY, named[OUTPUT_KEY]
+    if len(named) != 1:
+        raise ModelFileError(
+            f"{path}: expected one {kind} in signature {PIXELS_SIGNATURE}, found {sorted(named)}"
+        )
+    return next(iter(named.items()))
 
 
 def one_line(error: Exception) -> str:

@@ -164,6 +164,18 @@ def test_every_format_loads_with_size_classes_and_keras_probabilities(
     np.testing.assert_allclose(probabilities, reference, atol=1e-5)
 
 
+def test_a_plain_keras_model_export_saved_model_also_loads(tmp_path, export_dir, photos,
+                                                           reference):
+    import keras
+
+    model = keras.models.load_model(export_dir / "model.keras", compile=False)
+    model.export(tmp_path / "plain", verbose=False)  # output named "output_0", not ours
+    write_class_index(CLASS_NAMES, tmp_path / "class_index.json")
+    predictor = load_predictor(resolve_model_path(str(tmp_path / "plain")))
+    pixels = np.stack([load_image_rgb(p, size=IMAGE_SIZE) for p in photos])
+    np.testing.assert_allclose(predictor.predict(pixels), reference, atol=1e-5)
+
+
 def test_predict_runs_in_batches_and_batching_does_not_change_results(export_dir, photos):
     predictor = load_predictor(export_dir / "model.tflite")
     batch_sizes = []

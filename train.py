@@ -11,7 +11,6 @@ Running the same command again after an interruption resumes from the last finis
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -103,9 +102,11 @@ def main(argv=None) -> int:
     preset = args.pop("preset", None)
     # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: resumable, no traceback.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from idenprof.config import resolve_config
     from idenprof.errors import IdenprofError
+    from idenprof.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
     try:
         config = resolve_config(preset, args)

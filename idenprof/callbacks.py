@@ -3,10 +3,12 @@ resume, a time budget, and an early estimate of the time per epoch."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -29,13 +31,31 @@ def find_best_checkpoint(run_dir: Path) -> tuple[Path, int, float] | None:
     return path, epoch, acc
 
 
+@contextlib.contextmanager
+def absl_warnings_silenced():
+    from absl import logging as absl_logging
+
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
+
+
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Save to a temporary name in the same folder, then rename: a crash never leaves a half file
     under the final name. Disk-full becomes a one-line error."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        model.save(tmp)
+        if path.suffix == ".h5":
+            # Keras warns that .h5 is legacy at every save; we write it on purpose, as the original did.
+            with warnings.catch_warnings(), absl_warnings_silenced():
+                warnings.simplefilter("ignore")
+                model.save(tmp)
+        else:
+            model.save(tmp)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -112,8 +132,19 @@ class EpochTimeEstimate(keras.callbacks.Callback):
             self.t0 = time.monotonic()
         elif batch >= self.after_batches and self.t0 is not None:
             per_step = (time.monotonic() - self.t0) / batch
+            epoch_s = per_step * self.steps_per_epoch
+            length = f"{epoch_s / 60:.1f} min" if epoch_s >= 60 else f"{epoch_s:.0f} s"
             self.log(
-                f"estimate: {per_step * self.steps_per_epoch / 60:.1f} min per epoch "
+                f"estimate: {length} per epoch "
                 f"({per_step * 1000:.0f} ms per step, {self.steps_per_epoch} steps)"
             )
             self.done = True
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Add the optimizer's current learning rate to each epoch's logs (so CSVLogger and
+    TensorBoard record it). Must come before the loggers in the callback list."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

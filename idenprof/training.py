@@ -219,9 +219,15 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
     import keras
 
-    from idenprof.callbacks import BestModelCheckpoint, EpochTimeEstimate, TimeBudget
+    from idenprof.callbacks import (
+        BestModelCheckpoint,
+        EpochTimeEstimate,
+        LearningRateLogger,
+        TimeBudget,
+    )
 
     callbacks = [
+        LearningRateLogger(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         BestModelCheckpoint(run_dir),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
@@ -230,8 +236,9 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     ]
     if config.time_budget_min:
         callbacks.append(TimeBudget(config.time_budget_min * 60, start))
+    # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=1 if config.progress else 2)
+                        verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
     return finish_run(config, run_dir, class_names, test_data, test_samples, layout, train_seconds, epochs_run, log)

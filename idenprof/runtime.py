@@ -7,6 +7,7 @@ plan real (global dtype policy, strategy). Keeping the decision pure lets tests 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -87,9 +88,7 @@ def plan_runtime(
     use_xla = on_gpu if xla == "auto" else xla == "on"
 
     devices = env.gpus if on_gpu else tuple(f"CPU:{i}" for i in range(max(1, env.cpu_devices)))
-    workers = 1
-    if env.tf_config and len(env.tf_config.get("cluster", {}).get("worker", [])) > 0:
-        workers = len(env.tf_config["cluster"]["worker"])
+    workers = cluster_workers(env.tf_config)
     if workers > 1:
         strategy = "multi_worker"
     elif len(devices) > 1:
@@ -144,15 +143,53 @@ def split_cpu_into_logical_devices(count: int) -> None:
     )
 
 
+def tf_config_from_env() -> dict | None:
+    """The parsed TF_CONFIG environment variable, or None when it is unset.
+
+    Raises:
+        ConfigError: TF_CONFIG is not valid JSON.
+    """
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({e.msg}); fix it or unset it") from None
+
+
+def cluster_workers(tf_config: dict | None) -> int:
+    """How many workers the TF_CONFIG cluster lists (chief included); 1 without a cluster."""
+    cluster = (tf_config or {}).get("cluster") or {}
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+@functools.cache
+def multi_worker_strategy():
+    """The process's one MultiWorkerMirroredStrategy. TensorFlow needs it created before anything
+    initialises its devices, so `train` calls this first when TF_CONFIG describes a cluster."""
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def local_devices(devices, tf_config: dict | None) -> list:
+    """The devices of this process: once a multi-worker strategy exists, TensorFlow lists every
+    worker's devices (`/job:worker/replica:0/task:1/device:CPU:0`)."""
+    task = (tf_config or {}).get("task") or {}
+    own = f"/job:{task.get('type')}/replica:0/task:{task.get('index')}/"
+    return [d for d in devices if "/job:" not in d.name or d.name.startswith(own)]
+
+
 def detect_environment() -> Environment:
     import tensorflow as tf
 
     gpus = tuple(d.name.replace("/physical_device:", "") for d in tf.config.list_physical_devices("GPU"))
-    tf_config = json.loads(os.environ["TF_CONFIG"]) if os.environ.get("TF_CONFIG") else None
+    tf_config = tf_config_from_env()
     return Environment(
         gpus=gpus,
         cpu_flags=read_cpu_flags(),
-        cpu_devices=len(tf.config.list_logical_devices("CPU")),
+        cpu_devices=len(local_devices(tf.config.list_logical_devices("CPU"), tf_config)),
         tf_config=tf_config,
     )
 
@@ -164,7 +201,7 @@ def apply_runtime(plan: RuntimePlan):
 
     keras.mixed_precision.set_global_policy(plan.dtype_policy)
     if plan.strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy()
     if plan.strategy == "mirrored":
         names = [f"/{'GPU' if plan.device == 'gpu' else 'CPU'}:{d.split(':')[-1]}" for d in plan.devices]
         return tf.distribute.MirroredStrategy(devices=names)

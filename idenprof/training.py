@@ -26,6 +26,7 @@ import numpy as np
 from idenprof.class_index import CLASS_INDEX_FILENAME, write_class_index
 from idenprof.config import TrainConfig
 from idenprof.errors import ConfigError, DatasetError
+from idenprof.multiworker import is_chief, prepare_for_multi_worker
 from idenprof.runtime import RuntimePlan
 
 
@@ -139,9 +140,13 @@ def select_samples(layout, config: TrainConfig):
     return train, val, list(test)
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """Create (or reopen for resume) the run folder; refuse a finished run or a different config."""
-    run_dir = Path(config.run_dir or Path("runs") / config.default_run_name())
+def prepare_run_dir(config: TrainConfig, tf_config: dict | None = None) -> Path:
+    """Create (or reopen for resume) the run folder; refuse a finished run or a different config.
+    In a multi-worker cluster only the chief writes the run folder; each other worker gets its own
+    `workertemp_<index>` inside it (see idenprof.multiworker)."""
+    from idenprof.multiworker import worker_output_dir
+
+    run_dir = worker_output_dir(config.run_dir or Path("runs") / config.default_run_name(), tf_config)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -188,24 +193,34 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     if config.download_only:
         return TrainResult(Path(data_root), None, None, 0, 0.0)
 
-    if config.cpu_replicas:
-        from idenprof.runtime import split_cpu_into_logical_devices
+    from idenprof.runtime import (
+        apply_runtime,
+        cluster_workers,
+        detect_environment,
+        multi_worker_strategy,
+        plan_runtime,
+        split_cpu_into_logical_devices,
+        tf_config_from_env,
+    )
 
+    if config.cpu_replicas:
         split_cpu_into_logical_devices(config.cpu_replicas)
-    from idenprof.runtime import apply_runtime, detect_environment, plan_runtime
+    tf_config = tf_config_from_env()
+    if cluster_workers(tf_config) > 1:
+        multi_worker_strategy()  # must exist before TensorFlow initialises its devices
 
     plan = plan_runtime(detect_environment(), precision=config.precision, xla=config.xla,
                         batch_size=config.batch_size)
     log(plan.summary())
     for note in plan.notes:
         log(f"note: {note}")
-    run_dir = prepare_run_dir(config)
+    run_dir = prepare_run_dir(config, tf_config)
     class_names = layout.class_names
     write_class_index(class_names, run_dir / CLASS_INDEX_FILENAME)
     save_run_config(run_dir, config, plan)
     if plan.device == "cpu":
-        log("no GPU found: training on the CPU (the first epoch prints an estimate of its length; "
-            "try --preset cpu for a recipe sized for CPUs)")
+        hint = "" if (config.preset or "").startswith("cpu") else "; try --preset cpu for a recipe sized for CPUs"
+        log(f"no GPU found: training on the CPU (the first epoch prints an estimate of its length{hint})")
 
     seed_everything(config.seed)
     train_samples, val_samples, test_samples = select_samples(layout, config)
@@ -215,6 +230,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     strategy = apply_runtime(plan)
     with strategy.scope():
         model = compile_model(config, plan, len(class_names), steps)
+    prepare_for_multi_worker(model, strategy)
     train_ds, val_ds = make_inputs(config, train_data, val_data, class_names, train_samples)
 
     import keras
@@ -224,6 +240,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         EpochTimeEstimate,
         LearningRateLogger,
         TimeBudget,
+        find_best_checkpoint,
     )
 
     callbacks = [
@@ -241,6 +258,9 @@ def train(config: TrainConfig, log=print) -> TrainResult:
                         verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
+    if not is_chief(tf_config):
+        log(f"worker finished {epochs_run} epoch(s); the chief writes the report and exports")
+        return TrainResult(run_dir, find_best_checkpoint(run_dir)[0], None, epochs_run, train_seconds)
     return finish_run(config, run_dir, class_names, test_data, test_samples, layout, train_seconds, epochs_run, log)
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from idenprof.errors import ConfigError
-from idenprof.runtime import Environment, plan_runtime, read_cpu_flags
+from idenprof.runtime import Environment, local_devices, plan_runtime, read_cpu_flags
 
 CPU_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 CPU_AMX = frozenset({"avx2", "amx_bf16", "amx_tile"})
@@ -79,3 +79,14 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
     assert read_cpu_flags(str(info)) == frozenset({"fpu", "avx2", "avx512_bf16"})
     assert read_cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_local_devices_are_this_workers_only():
+    class Device:
+        def __init__(self, name):
+            self.name = name
+
+    devices = [Device(f"/job:worker/replica:0/task:{t}/device:CPU:0") for t in (0, 1)]
+    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    assert [d.name for d in local_devices(devices, tf_config)] == ["/job:worker/replica:0/task:1/device:CPU:0"]
+    assert len(local_devices([Device("/device:CPU:0"), Device("/device:CPU:1")], None)) == 2

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--momentum", "SGD momentum (Nesterov)", type=float)
     add(g, "--weight-decay", "decoupled weight decay (adamw, sgd)", type=float)
     add(g, "--label-smoothing", "label smoothing", type=float)
-    add(g, "--time-budget-min", "stop before an epoch would overrun this many minutes", type=float)
+    add(g, "--time-budget-min", "end training when this many minutes (from the start) are spent; "
+        "with --schedule cosine the schedule ends with the budget", type=float)
 
     g = p.add_argument_group("augmentation")
     add(g, "--no-flip", "turn off random horizontal flips", dest="flip", action="store_false")

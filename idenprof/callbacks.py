@@ -1,10 +1,13 @@
 """Keras callbacks the stock ones do not cover: an atomic best-model checkpoint that survives
-resume, a time budget, and an early estimate of the time per epoch."""
+resume, a time budget that can drive the learning rate, and an early estimate of the time per
+epoch."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import re
 import time
@@ -94,23 +97,68 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             previous.with_suffix(".h5").unlink(missing_ok=True)
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stop training before the epoch that would overrun `budget_s` (wall time since `start_time`)."""
+def budget_cosine_lr(peak_lr: float, step: int, warmup_steps: int, progress: float) -> float:
+    """Learning rate of a schedule fitted to a time budget: a linear warm-up over the first
+    `warmup_steps` optimizer steps times a cosine decay over the fraction of the budget spent
+    (`progress`, 0..1), so the rate reaches zero when the time does."""
+    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return peak_lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
-    def __init__(self, budget_s: float, start_time: float):
+
+class TimeBudget(keras.callbacks.Callback):
+    """End training when `budget_s` seconds of wall time are spent, counted from `start_time`
+    (the command's start) plus the time earlier, interrupted runs of the same folder spent.
+
+    It stops after the batch that leaves just enough time for one validation pass, so the run ends
+    within the budget. With `peak_lr` it also drives the learning rate (see `budget_cosine_lr`):
+    the schedule ends when the budget does, whatever the machine's speed. The time spent is saved
+    in `state_path` at each epoch's end, so a resumed run continues the same budget.
+    """
+
+    def __init__(self, budget_s: float, start_time: float, state_path: Path,
+                 peak_lr: float | None = None, warmup_steps: int = 0, clock=time.monotonic):
         super().__init__()
         self.budget_s = budget_s
-        self.start_time = start_time
-        self.epoch_start = start_time
-        self.longest_epoch_s = 0.0
+        self.clock = clock
+        self.state_path = Path(state_path)
+        earlier_s = 0.0
+        if self.state_path.exists():
+            earlier_s = float(json.loads(self.state_path.read_text()).get("elapsed_s", 0.0))
+        self.origin = start_time - earlier_s  # elapsed = clock() - origin
+        self.peak_lr = peak_lr
+        self.warmup_steps = warmup_steps
+        self.validation_s = 0.0  # the longest validation pass so far: kept in reserve
+        self.test_start = None
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.monotonic()
+    def elapsed_s(self) -> float:
+        return self.clock() - self.origin
+
+    def progress(self) -> float:
+        """Fraction of the training time (the budget less the validation reserve) spent."""
+        return self.elapsed_s() / max(1e-9, self.budget_s - self.validation_s)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.peak_lr is not None:
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.model.optimizer.learning_rate = budget_cosine_lr(
+                self.peak_lr, step, self.warmup_steps, self.progress())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress() >= 1.0:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self.test_start = self.clock()
+
+    def on_test_end(self, logs=None):
+        if self.test_start is not None:
+            self.validation_s = max(self.validation_s, self.clock() - self.test_start)
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.monotonic()
-        self.longest_epoch_s = max(self.longest_epoch_s, now - self.epoch_start)
-        if now - self.start_time + self.longest_epoch_s > self.budget_s:
+        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
+        tmp.write_text(json.dumps({"elapsed_s": round(self.elapsed_s(), 3)}))
+        os.replace(tmp, self.state_path)
+        if self.progress() >= 1.0:
             self.model.stop_training = True
 
 

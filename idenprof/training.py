@@ -54,12 +54,15 @@ def make_learning_rate(config: TrainConfig, steps_per_epoch: int, total_epochs: 
 
     step: `lr` until `lr_boundaries[0]` epochs are done, then times `lr_decay_factor` after each
     boundary (the original recipe: 1e-3, /10 after epochs 80, 120, 160, 180).
-    cosine: linear warm-up over `warmup_epochs` to `lr`, then cosine decay to 0 at the last step.
+    cosine: linear warm-up over `warmup_epochs` to `lr`, then cosine decay to 0 at the last step;
+    with a time budget the rate follows the clock instead (see callbacks.TimeBudget), and this
+    returns the peak rate as the optimizer's starting value.
     """
     import keras
 
     total_epochs = total_epochs or config.epochs
-    if config.schedule == "constant":
+    if config.schedule == "constant" or (config.schedule == "cosine" and config.time_budget_min):
+        # With a time budget the cosine schedule follows the clock: TimeBudget sets the rate.
         return config.lr
     if config.schedule == "step":
         # Keras uses values[i+1] once step > boundaries[i]; the first step of epoch b (0-based
@@ -252,7 +255,12 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         EpochTimeEstimate(steps, log=log),
     ]
     if config.time_budget_min:
-        callbacks.append(TimeBudget(config.time_budget_min * 60, start))
+        fitted = config.schedule == "cosine"  # the cosine schedule then ends with the budget
+        callbacks.append(TimeBudget(
+            config.time_budget_min * 60, start, run_dir / "time_budget.json",
+            peak_lr=config.lr if fitted else None,
+            warmup_steps=int(round(config.warmup_epochs * steps)),
+        ))
     # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
                         verbose=1 if config.progress else 2, shuffle=False)

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--weights", "start from 'imagenet' (ResNet-50/101/152) or a weights file (default: from scratch)")
     add(g, "--weights-origin", "mirror URL or local path for the ImageNet weights file")
     add(g, "--weights-hash", "MD5 or SHA-256 the ImageNet weights file must have (default: Keras' published hash)")
-    add(g, "--image-size", "input height and width in pixels", type=int)
+    add(g, "--image-size", "the model's input height and width in pixels (evaluation, export, inference)", type=int)
+    add(g, "--train-image-size", "train on images (or random crops) of this side, cheaper than --image-size "
+        "(default: --image-size)", type=int)
     add(g, "--width", "filter-count multiplier for every stage", type=float)
     add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)")
     add(g, "--zero-init-residual", "start each residual branch's last batch norm at zero", action="store_true")

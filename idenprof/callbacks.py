@@ -73,8 +73,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     The best-so-far is read back from the files already in `run_dir`, so it survives a resume.
     """
 
-    def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True):
+    def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True, to_saved=None):
+        """`to_saved(model) -> model`, when given, makes what is saved from the training model
+        (for example a copy with a fixed input size)."""
         super().__init__()
+        self.to_saved = to_saved
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.save_h5 = save_h5
@@ -87,9 +90,10 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value is None or round(float(value), 4) <= self.best:
             return
         path = self.run_dir / f"model-e{epoch + 1:03d}-val{float(value):.4f}.keras"
-        save_model_atomically(self.model, path)
+        model = self.to_saved(self.model) if self.to_saved else self.model
+        save_model_atomically(model, path)
         if self.save_h5:
-            save_model_atomically(self.model, path.with_suffix(".h5"))
+            save_model_atomically(model, path.with_suffix(".h5"))
         previous = self.best_path
         self.best, self.best_path = round(float(value), 4), path
         if previous is not None and previous != path:

@@ -33,7 +33,8 @@ class TrainConfig:
     weights: str | None = None  # None (from scratch), "imagenet", or a weights file
     weights_origin: str | None = None  # mirror URL or local path for the ImageNet weights file
     weights_hash: str | None = None  # MD5 or SHA-256 of that file (default: keras.applications')
-    image_size: int = 224
+    image_size: int = 224  # the model's input: evaluation, export and inference
+    train_image_size: int | None = None  # training crops' side; None: image_size
     width: float = 1.0
     stem: str = "imagenet"
     zero_init_residual: bool = False
@@ -120,6 +121,8 @@ def validate_config(c: TrainConfig) -> None:
     positive("epochs", c.epochs)
     positive("lr", c.lr)
     positive("image_size", c.image_size)
+    if c.train_image_size is not None:
+        positive("train_image_size", c.train_image_size)
     positive("width", c.width)
     if c.max_per_class is not None:
         positive("max_per_class", c.max_per_class)
@@ -143,5 +146,6 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError("--lr-boundaries must be increasing positive epoch numbers, e.g. 80,120,160,180")
     if c.crop_scale is not None and not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
         raise ConfigError(f"--crop-scale must be two area fractions 0 < min <= max <= 1, got {c.crop_scale}")
-    if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale):
-        raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation")
+    if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size):
+        raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
+                          "and --train-image-size")

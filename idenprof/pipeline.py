@@ -70,6 +70,10 @@ class AugmentConfig:
         mixup_alpha: Beta(alpha, alpha) mixup of image pairs and their labels; 0 for none.
         cutmix_alpha: Beta(alpha, alpha) cutmix; when both alphas are > 0, each batch uses one
             of the two, chosen at random.
+        output_size: side of the training images handed to the model; None keeps S. The crop
+            (or, without one, the whole image) is resized to it: training on crops smaller than
+            the evaluation size is cheaper and, with random-resized crops, more accurate
+            ("FixRes", Touvron et al. 2019).
     """
 
     flip: bool = True
@@ -78,8 +82,11 @@ class AugmentConfig:
     rotation: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    output_size: int | None = None
 
     def __post_init__(self):
+        if self.output_size is not None and self.output_size < 1:
+            raise ConfigError(f"training image size {self.output_size} must be at least 1 pixel")
         if self.crop_scale is not None:
             lo, hi = self.crop_scale
             if not 0.0 < lo <= hi <= 1.0:
@@ -322,7 +329,8 @@ def make_dataset(
         seed: seeds the shuffle and every augmentation draw.
 
     Returns:
-        Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]).
+        Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]);
+        training batches are [B, T, T, 3] when `augment.output_size` is T.
 
     Raises:
         ConfigError: batch_size < 1, or training with fewer images than one batch.
@@ -435,7 +443,8 @@ def augment_batch(images, labels, seed, config: AugmentConfig):
         config: which augmentations to apply.
 
     Returns:
-        (images float32 [B, S, S, 3] in 0..255, labels float32 [B, C] summing to 1 per row).
+        (images float32 [B, T, T, 3] in 0..255, labels float32 [B, C] summing to 1 per row), where
+        T is `config.output_size` or S.
     """
     flip_seed, crop_seed, affine_seed, mix_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4)
@@ -444,7 +453,10 @@ def augment_batch(images, labels, seed, config: AugmentConfig):
         images = _random_flip(images, flip_seed)
     images = tf.cast(images, tf.float32)
     if config.crop_scale is not None:
-        images = _random_resized_crop(images, crop_seed, config.crop_scale)
+        images = _random_resized_crop(images, crop_seed, config.crop_scale, config.output_size)
+    elif config.output_size is not None:
+        images = tf.image.resize(images, [config.output_size, config.output_size], method="bilinear",
+                                 antialias=True)
     if config.shift > 0 or config.rotation > 0:
         images = _random_shift_rotate(images, affine_seed, config.shift, config.rotation)
     if config.mixup_alpha > 0 and config.cutmix_alpha > 0:
@@ -472,9 +484,11 @@ def _random_flip(images, seed):
     return tf.where(mirror, tf.reverse(images, axis=[2]), images)
 
 
-def _random_resized_crop(images, seed, crop_scale):
-    """Crop a random box of area fraction in crop_scale, aspect 3/4..4/3; resize back to S x S."""
-    batch, size = tf.shape(images)[0], tf.shape(images)[1]
+def _random_resized_crop(images, seed, crop_scale, output_size=None):
+    """Crop a random box of area fraction in crop_scale, aspect 3/4..4/3; resize to
+    output_size x output_size (default: back to S x S)."""
+    batch = tf.shape(images)[0]
+    size = tf.shape(images)[1] if output_size is None else tf.constant(output_size)
     area_seed, aspect_seed, y_seed, x_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4)
     )

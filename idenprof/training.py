@@ -95,16 +95,25 @@ def make_optimizer(config: TrainConfig, learning_rate):
     )
 
 
-def build_classifier(config: TrainConfig, num_classes: int):
-    """The network for `config` with preprocessing inside and a float32 softmax head."""
+def trains_at_other_size(config: TrainConfig) -> bool:
+    return config.train_image_size is not None and config.train_image_size != config.image_size
+
+
+def build_classifier(config: TrainConfig, num_classes: int, image_size: int | None = None):
+    """The network for `config` with preprocessing inside and a float32 softmax head.
+
+    Its input is `image_size` (default `config.image_size`) square; `image_size=0` leaves height and
+    width open, for training on one size and validating on another.
+    """
     from idenprof.weights import build_from_imagenet
     from models import build_model
 
+    size = config.image_size if image_size is None else image_size or None
     if config.weights == "imagenet":
-        return build_from_imagenet(config, num_classes)
+        return build_from_imagenet(config, num_classes, image_size=image_size)
     return build_model(
         config.model,
-        input_shape=(config.image_size, config.image_size, 3),
+        input_shape=(size, size, 3),
         classes=num_classes,
         weights=config.weights,
         width=config.width,
@@ -249,7 +258,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     callbacks = [
         LearningRateLogger(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
-        BestModelCheckpoint(run_dir),
+        BestModelCheckpoint(run_dir, to_saved=saved_model_for(config, len(class_names))),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         EpochTimeEstimate(steps, log=log),
@@ -272,17 +281,32 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     return finish_run(config, run_dir, class_names, test_data, test_samples, layout, train_seconds, epochs_run, log)
 
 
+def saved_model_for(config: TrainConfig, num_classes: int):
+    """What a checkpoint saves of the training model: itself, or, when training used another
+    image size, the same weights in a model whose input is `image_size` (what inference reads)."""
+    if not trains_at_other_size(config):
+        return None
+
+    def fixed_size_copy(model):
+        fixed = build_classifier(config, num_classes)
+        fixed.set_weights(model.get_weights())
+        return fixed
+
+    return fixed_size_copy
+
+
 def check_model_choice(config: TrainConfig) -> None:
     from models import MODEL_BUILDERS, minimum_input_size
 
     if config.model not in MODEL_BUILDERS:
         raise ConfigError(f"--model {config.model!r} is unknown; choose one of {', '.join(MODEL_BUILDERS)}")
     smallest = minimum_input_size(config.stem)
-    if config.image_size < smallest:
-        raise ConfigError(
-            f"--image-size {config.image_size} is too small for {config.model} with the {config.stem} stem; "
-            f"use at least {smallest}"
-        )
+    for flag, size in (("--image-size", config.image_size), ("--train-image-size", config.train_image_size)):
+        if size is not None and size < smallest:
+            raise ConfigError(
+                f"{flag} {size} is too small for {config.model} with the {config.stem} stem; "
+                f"use at least {smallest}"
+            )
 
 
 def decode_splits(config, train_samples, val_samples, test_samples, run_dir, log):
@@ -306,7 +330,7 @@ def decode_splits(config, train_samples, val_samples, test_samples, run_dir, log
 def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, steps_per_epoch: int):
     import keras
 
-    model = build_classifier(config, num_classes)
+    model = build_classifier(config, num_classes, image_size=0 if trains_at_other_size(config) else None)
     optimizer = make_optimizer(config, make_learning_rate(config, steps_per_epoch))
     model.compile(
         optimizer=optimizer,
@@ -333,6 +357,7 @@ def make_inputs(config, train_data, val_data, class_names, train_samples):
         flip=config.flip, crop_scale=tuple(config.crop_scale) if config.crop_scale else None,
         shift=config.shift, rotation=config.rotation,
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+        output_size=config.train_image_size if trains_at_other_size(config) else None,
     )
     train_ds = make_dataset(train_data, n, batch_size=config.batch_size, training=True,
                             augment=augment, seed=config.seed)

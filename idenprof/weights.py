@@ -55,20 +55,22 @@ def fetch_imagenet_weights(
     return Path(path)
 
 
-def build_from_imagenet(config, num_classes: int, cache_dir: str | None = None):
+def build_from_imagenet(config, num_classes: int, cache_dir: str | None = None, image_size: int | None = None):
     """The config's network with ImageNet weights, caffe-style preprocessing inside (what those
-    weights expect) and a new float32 softmax head for `num_classes`."""
+    weights expect) and a new float32 softmax head for `num_classes`. Its input side is
+    `image_size` (default `config.image_size`; 0 leaves it open)."""
     import keras
 
     from models import build_model
 
     if config.width != 1.0 or config.stem != "imagenet":
         raise ConfigError("--weights imagenet needs the standard network: drop --width and --stem")
+    side = config.image_size if image_size is None else image_size or None
     weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash, cache_dir)
     base = build_model(
         config.model,
         include_top=False,
-        input_shape=(config.image_size, config.image_size, 3),
+        input_shape=(side, side, 3),
         pooling="avg",
         preprocessing="caffe",
     )

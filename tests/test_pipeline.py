@@ -366,3 +366,24 @@ def test_both_pipelines_train_a_keras_model(decoded, small_dataset):
                                batch_size=16, training=True, augment_flip=True, seed=0)
     history = model.fit(generator, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_training_at_a_smaller_size_resizes_whole_images_or_crops(decoded):
+    plain = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=4)
+    small = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=4,
+                         augment=AugmentConfig(flip=False, output_size=SIZE // 2))
+    (plain_images, plain_labels), = batches(plain, 1)
+    (images, labels), = batches(small, 1)
+    assert images.shape == (16, SIZE // 2, SIZE // 2, 3)
+    np.testing.assert_array_equal(labels, plain_labels)
+    # Without a crop the whole image is shrunk: close to a 2x2 box average of the original (the
+    # resize filter is wider), much closer than to any other image of the batch.
+    pooled = plain_images.reshape(16, SIZE // 2, 2, SIZE // 2, 2, 3).mean(axis=(2, 4))
+    own = np.abs(images - pooled).mean(axis=(1, 2, 3))
+    others = np.abs(images - np.roll(pooled, 1, axis=0)).mean(axis=(1, 2, 3))
+    assert own.max() < 10.0 and (others > 3 * own).all()
+    cropped = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=4,
+                           augment=AugmentConfig(flip=False, crop_scale=(0.3, 0.5), output_size=SIZE // 2))
+    (crops, _), = batches(cropped, 1)
+    assert crops.shape == (16, SIZE // 2, SIZE // 2, 3)
+    assert np.abs(crops - pooled).mean(axis=(1, 2, 3)).min() > 2.0  # crops, not whole images

@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from archive_subsets import extract_subset, make_subset_archive
@@ -158,3 +159,15 @@ def test_download_only_reports_the_layout(small_archive, tmp_path):
     assert (data_dir / "train" / "chef").is_dir() and (data_dir / "test" / "waiter").is_dir()
     assert "chef" in result.stdout and "waiter" in result.stdout
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_training_on_smaller_crops_saves_models_at_the_evaluation_size(train_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY if a not in ("--image-size", "32")]
+    result = run_train(["--data-dir", train_dataset, *args, "--image-size", "40", "--train-image-size", "32",
+                        "--crop-scale", "0.5,1", "--epochs", "2", "--max-per-class", "8", "--run-dir", run_dir])
+    assert result.returncode == 0, result.stderr[-3000:]
+    [best] = run_dir.glob("model-e*.keras")
+    for path in (best, best.with_suffix(".h5"), run_dir / "export" / "model.keras"):
+        assert keras.models.load_model(path, compile=False).input_shape == (None, 40, 40, 3), path
+    assert json.loads((run_dir / "metrics.json").read_text())["images"] == 50

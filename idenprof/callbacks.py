@@ -4,19 +4,18 @@ epoch."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
 import os
 import re
 import time
-import warnings
 from pathlib import Path
 
 import keras
 
 from idenprof.errors import IdenprofError
+from idenprof.export import save_model
 
 BEST_MODEL_PATTERN = re.compile(r"^model-e(\d{3,})-val(\d\.\d{4})\.keras$")
 
@@ -34,31 +33,13 @@ def find_best_checkpoint(run_dir: Path) -> tuple[Path, int, float] | None:
     return path, epoch, acc
 
 
-@contextlib.contextmanager
-def absl_warnings_silenced():
-    from absl import logging as absl_logging
-
-    before = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(before)
-
-
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Save to a temporary name in the same folder, then rename: a crash never leaves a half file
     under the final name. Disk-full becomes a one-line error."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        if path.suffix == ".h5":
-            # Keras warns that .h5 is legacy at every save; we write it on purpose, as the original did.
-            with warnings.catch_warnings(), absl_warnings_silenced():
-                warnings.simplefilter("ignore")
-                model.save(tmp)
-        else:
-            model.save(tmp)
+        save_model(model, tmp)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -19,9 +19,11 @@ folder inside `out_dir` and moved into place with os.replace (a rename on the sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -77,7 +79,7 @@ def export_model(
         for fmt in formats:
             staged = staging / FILENAMES[fmt]
             if fmt in ("keras", "h5"):
-                model.save(staged)
+                save_model(model, staged)
             elif fmt == "saved_model":
                 write_saved_model(model, staged)
             else:
@@ -87,6 +89,29 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+@contextlib.contextmanager
+def absl_warnings_silenced():
+    from absl import logging as absl_logging
+
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """`model.save(path)`, .keras or .h5 by the suffix. Keras warns that .h5 is legacy at every
+    save; we write it on purpose (the original code did), so that warning is not shown."""
+    if Path(path).suffix != ".h5":
+        model.save(path)
+        return
+    with warnings.catch_warnings(), absl_warnings_silenced():
+        warnings.simplefilter("ignore")
+        model.save(path)
 
 
 def float32_copy(model: keras.Model) -> keras.Model:

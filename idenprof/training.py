@@ -385,6 +385,9 @@ def finish_run(config, run_dir, class_names, test_data, test_samples, layout, tr
     model = keras.models.load_model(best_path, compile=False)
     probs = predict_probabilities(model, test_data.images, batch_size=config.batch_size, tta=config.tta)
     metrics = classification_metrics(probs, test_data.labels, class_names)
+    if config.tta:  # what the mirror adds: the single-view accuracy too
+        single = predict_probabilities(model, test_data.images, batch_size=config.batch_size)
+        metrics["top1_without_tta"] = classification_metrics(single, test_data.labels, class_names)["top1"]
     duplicate_tests = {test for _, test in layout.duplicates}
     keep = np.array([p not in duplicate_tests for p in test_data.paths], dtype=bool)
     metrics["top1_without_train_duplicates"] = classification_metrics(

@@ -27,7 +27,7 @@ def train_dataset(tmp_path_factory) -> Path:
 def finished_run(train_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     result = run_train(["--data-dir", train_dataset, *TINY, "--epochs", "6", "--lr", "3e-3",
-                        "--run-dir", run_dir, "--seed", "1"])
+                        "--run-dir", run_dir, "--seed", "1", "--tta"])
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
@@ -43,6 +43,7 @@ def test_a_run_writes_every_output(finished_run):
     assert [int(r["epoch"]) for r in metrics_rows(run_dir)] == list(range(6))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["images"] == 50 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert metrics["tta"] is True and 0.0 <= metrics["top1_without_tta"] <= 1.0
     assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 50
     assert set(metrics["per_class_accuracy"]) == {json.loads((run_dir / "class_index.json").read_text())[str(i)] for i in range(10)}
     for png in ("training_curves.png", "confusion_matrix.png"):

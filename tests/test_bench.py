@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end with tiny settings (their figures come from real runs,
+recorded in docs/BENCHMARKS.md; here only that they work and report what they promise)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from archive_subsets import REPO_ROOT
+from train_helpers import train_env
+
+
+def run_bench(script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *map(str, args)],
+                          env=train_env(), capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+
+
+def last_value(stdout: str, name: str) -> float:
+    last = stdout.strip().splitlines()[-1]
+    match = re.fullmatch(rf"{name}: ([0-9.]+)", last)
+    assert match, last
+    return float(match.group(1))
+
+
+def test_pipeline_bench_reports_rates_per_core_and_the_ratio(small_archive, tmp_path):
+    result = run_bench("pipeline.py", "--data-dir", tmp_path / "data", "--archive", small_archive,
+                       "--image-size", 32, "--batch-size", 8, "--steady-epochs", 1, "--generator-batches", 5)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^tf\.data steady state +\d+ +[0-9.]+$", result.stdout, re.M), result.stdout
+    assert re.search(r"needs [0-9.]+ cores", result.stdout)
+    assert last_value(result.stdout, "ratio") > 0
+
+
+def test_train_throughput_bench_compares_with_keras_applications(tmp_path):
+    result = run_bench("train_throughput.py", "--image-size", 32, "--batch-size", 2, "--steps", 1,
+                       "--warmup-steps", 1, "--precision", "float32", "--xla", "off")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "keras.applications.ResNet50 float32:" in result.stdout
+    assert "(float32, xla off)" in result.stdout
+    assert last_value(result.stdout, "ratio") > 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -56,17 +55,6 @@ def images_per_second(model, image_size: int, batch_size: int, steps: int, warmu
     return steps * batch_size / (timer.end - timer.start)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-size", type=int, default=224)
@@ -80,12 +68,12 @@ def main(argv=None) -> int:
     import keras
 
     from idenprof.config import resolve_config
-    from idenprof.runtime import apply_runtime, detect_environment, plan_runtime
+    from idenprof.runtime import apply_runtime, cpu_model_name, detect_environment, plan_runtime
     from idenprof.training import compile_model
 
     env = detect_environment()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {cpu_model()}, {cores} cores, gpus: {list(env.gpus) or 'none'}")
+    print(f"machine: {cpu_model_name()}, {cores} cores, gpus: {list(env.gpus) or 'none'}")
     print(f"settings: {args.image_size}x{args.image_size}, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup_steps} warm-up steps")
 

@@ -132,6 +132,20 @@ def read_cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The processor's marketing name, for benchmark reports ("unknown CPU" where not shown)."""
+    import platform
+
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def split_cpu_into_logical_devices(count: int) -> None:
     """Expose `count` logical CPU devices (to exercise MirroredStrategy on one CPU). Must run
     before TensorFlow initialises its devices."""

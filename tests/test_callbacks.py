@@ -1,0 +1,62 @@
+"""Checkpoint files: atomic saves, disk-full errors, and the best model surviving a resume."""
+
+from __future__ import annotations
+
+import errno
+
+import keras
+import pytest
+
+from idenprof.callbacks import BestModelCheckpoint, find_best_checkpoint, save_model_atomically
+from idenprof.errors import IdenprofError
+
+
+def small_model():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def test_disk_full_while_saving_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    model = small_model()
+    target = tmp_path / "model-e001-val0.5000.keras"
+
+    def full_disk(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save", full_disk)
+    with pytest.raises(IdenprofError, match="disk full while saving .*run the same command to resume"):
+        save_model_atomically(model, target)
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor the half-written temporary
+
+
+def test_an_interrupted_save_never_replaces_the_previous_best(tmp_path, monkeypatch):
+    model = small_model()
+    best = tmp_path / "model-e001-val0.5000.keras"
+    save_model_atomically(model, best)
+    before = best.read_bytes()
+
+    def crash(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model_atomically(model, tmp_path / "model-e002-val0.6000.keras")
+    assert best.read_bytes() == before
+    assert find_best_checkpoint(tmp_path)[0] == best
+    keras.models.load_model(best)
+
+
+def test_best_checkpoint_keeps_only_the_best_and_remembers_it_after_a_restart(tmp_path):
+    model = small_model()
+    callback = BestModelCheckpoint(tmp_path)
+    callback.set_model(model)
+    for epoch, accuracy in enumerate([0.4, 0.6, 0.5]):
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-e002-val0.6000.h5", "model-e002-val0.6000.keras"]
+    restarted = BestModelCheckpoint(tmp_path)  # a resumed run reads the best so far from disk
+    restarted.set_model(model)
+    restarted.on_epoch_end(3, {"val_accuracy": 0.55})
+    assert find_best_checkpoint(tmp_path)[1:] == (2, 0.6)

@@ -26,7 +26,7 @@ import numpy as np
 from idenprof.class_index import CLASS_INDEX_FILENAME, write_class_index
 from idenprof.config import TrainConfig
 from idenprof.errors import ConfigError, DatasetError
-from idenprof.multiworker import is_chief, prepare_for_multi_worker
+from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
 from idenprof.runtime import RuntimePlan
 
 
@@ -156,8 +156,6 @@ def prepare_run_dir(config: TrainConfig, tf_config: dict | None = None) -> Path:
     """Create (or reopen for resume) the run folder; refuse a finished run or a different config.
     In a multi-worker cluster only the chief writes the run folder; each other worker gets its own
     `workertemp_<index>` inside it (see idenprof.multiworker)."""
-    from idenprof.multiworker import worker_output_dir
-
     run_dir = worker_output_dir(config.run_dir or Path("runs") / config.default_run_name(), tf_config)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

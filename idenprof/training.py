@@ -228,6 +228,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     class_names = layout.class_names
     write_class_index(class_names, run_dir / CLASS_INDEX_FILENAME)
     save_run_config(run_dir, config, plan)
+    for note in size_notes(config):
+        log(f"note: {note}")
     if plan.device == "cpu":
         hint = "" if (config.preset or "").startswith("cpu") else "; try --preset cpu for a recipe sized for CPUs"
         log(f"no GPU found: training on the CPU (the first epoch prints an estimate of its length{hint})")
@@ -291,6 +293,23 @@ def saved_model_for(config: TrainConfig, num_classes: int):
         return fixed
 
     return fixed_size_copy
+
+
+def size_notes(config: TrainConfig) -> list[str]:
+    """Warnings for image sizes that work but cost accuracy: a side that is not a multiple of the
+    network's total downsampling makes some stride-2 layers see odd feature maps, padded on one
+    side only, so features shift between stages (measured: 71.7% test top-1 at 90 px against
+    78.2% at 96 px for the same weights; docs/ACCURACY.md)."""
+    from models import minimum_input_size
+
+    stride = minimum_input_size(config.stem)  # the total downsampling of the network
+    notes = []
+    for flag, size in (("--image-size", config.image_size), ("--train-image-size", config.train_image_size)):
+        if size is not None and size % stride:
+            lower, upper = size // stride * stride, (size // stride + 1) * stride
+            notes.append(f"{flag} {size} is not a multiple of {stride} (the network's total stride with the "
+                         f"{config.stem} stem), which costs accuracy; {lower} or {upper} would not")
+    return notes
 
 
 def check_model_choice(config: TrainConfig) -> None:

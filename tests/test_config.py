@@ -6,6 +6,7 @@ import pytest
 
 from idenprof.config import PRESETS, TrainConfig, resolve_config
 from idenprof.errors import ConfigError
+from idenprof.training import size_notes
 
 
 def test_defaults_reproduce_the_original_recipe():
@@ -50,3 +51,11 @@ def test_bad_values_are_one_line_config_errors(overrides, message):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="--preset 'gpu-fast' is unknown"):
         resolve_config("gpu-fast", {})
+
+
+def test_sizes_off_the_network_stride_get_a_note_naming_the_nearest_good_sizes():
+    assert size_notes(resolve_config("cpu", {})) == []
+    [note] = size_notes(resolve_config("cpu", {"image_size": 90}))
+    assert note.startswith("--image-size 90 is not a multiple of 16") and "80 or 96" in note
+    [note] = size_notes(resolve_config(None, {"image_size": 200}))  # imagenet stem: stride 32
+    assert "192 or 224" in note

@@ -172,3 +172,23 @@ def test_training_on_smaller_crops_saves_models_at_the_evaluation_size(train_dat
     for path in (best, best.with_suffix(".h5"), run_dir / "export" / "model.keras"):
         assert keras.models.load_model(path, compile=False).input_shape == (None, 40, 40, 3), path
     assert json.loads((run_dir / "metrics.json").read_text())["images"] == 50
+
+
+@pytest.mark.parametrize("preset", ["cpu", "cpu-long"])
+def test_each_preset_runs_its_code_path_on_a_small_subset(preset, small_dataset, tmp_path):
+    """The presets' recipe (smaller training crops, time budget with its schedule, TTA, auto
+    precision) on tiny images: a preset cannot silently break. Their accuracy is in docs/ACCURACY.md."""
+    run_dir = tmp_path / preset
+    result = run_train(["--preset", preset, "--data-dir", small_dataset, "--image-size", "32",
+                        "--train-image-size", "16", "--batch-size", "16", "--epochs", "2",
+                        "--run-dir", run_dir, "--quiet"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert saved["preset"] == preset and saved["time_budget_min"] and saved["schedule"] == "cosine"
+    assert json.loads((run_dir / "time_budget.json").read_text())["elapsed_s"] > 0
+    rates = [float(r["learning_rate"]) for r in metrics_rows(run_dir)]
+    assert len(rates) == 2 and 0 < rates[1] < saved["lr"]  # warm-up, then the budget's cosine
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tta"] is True and "top1_without_tta" in metrics
+    [best] = run_dir.glob("model-e*.keras")
+    assert keras.models.load_model(best, compile=False).input_shape == (None, 32, 32, 3)

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--rotation", "random rotation, degrees", type=float)
     add(g, "--mixup-alpha", "mixup strength (0: off)", type=float)
     add(g, "--cutmix-alpha", "cutmix strength (0: off)", type=float)
+    add(g, "--whole-image-fraction", "train the last FRACTION of the run (time or epochs) on whole images at "
+        "--image-size, flips only", type=float)
     add(g, "--tta", "evaluate with the mean of each image and its mirror", action="store_true")
 
     g = p.add_argument_group("machinery and output")

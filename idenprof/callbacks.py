@@ -147,6 +147,27 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class WholeImagePhase(keras.callbacks.Callback):
+    """Train the last `fraction` of the run on whole images at the evaluation size (FixRes
+    fine-tuning: batch-norm statistics and filters settle at the size the model is used at).
+
+    At each epoch's start, sets `flag` (the boolean tf.Variable `pipeline.make_dataset` reads) once
+    the run's progress reaches 1 - fraction. Progress is `progress()` when given (the time
+    budget's), else the epoch over `epochs`.
+    """
+
+    def __init__(self, flag, fraction: float, epochs: int, progress=None):
+        super().__init__()
+        self.flag = flag
+        self.start = 1.0 - fraction
+        self.epochs = epochs
+        self.progress = progress
+
+    def on_epoch_begin(self, epoch, logs=None):
+        done = self.progress() if self.progress else epoch / self.epochs
+        self.flag.assign(done >= self.start)
+
+
 class EpochTimeEstimate(keras.callbacks.Callback):
     """After a few batches of the first epoch, print how long an epoch will take."""
 

@@ -35,6 +35,7 @@ class TrainConfig:
     weights_hash: str | None = None  # MD5 or SHA-256 of that file (default: keras.applications')
     image_size: int = 224  # the model's input: evaluation, export and inference
     train_image_size: int | None = None  # training crops' side; None: image_size
+    whole_image_fraction: float = 0.0  # last fraction of training on whole image_size images
     width: float = 1.0
     stem: str = "imagenet"
     zero_init_residual: bool = False
@@ -144,12 +145,15 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {c.val_fraction}")
     if c.validate_on == "holdout" and c.val_fraction == 0.0:
         raise ConfigError("--val-fraction 0 leaves no hold-out; use --validate-on test or a fraction > 0")
+    if not 0.0 <= c.whole_image_fraction < 1.0:
+        raise ConfigError(f"--whole-image-fraction must be in [0, 1), got {c.whole_image_fraction}")
     if not 0.0 <= c.label_smoothing < 1.0:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
     if sorted(c.lr_boundaries) != list(c.lr_boundaries) or any(b <= 0 for b in c.lr_boundaries):
         raise ConfigError("--lr-boundaries must be increasing positive epoch numbers, e.g. 80,120,160,180")
     if c.crop_scale is not None and not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
         raise ConfigError(f"--crop-scale must be two area fractions 0 < min <= max <= 1, got {c.crop_scale}")
-    if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size):
+    if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size
+                                    or c.whole_image_fraction):
         raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
-                          "and --train-image-size")
+                          "and --train-image-size / --whole-image-fraction")

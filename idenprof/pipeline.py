@@ -313,6 +313,7 @@ def make_dataset(
     training: bool,
     augment: AugmentConfig | None = None,
     seed: int = 0,
+    whole_images: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Batches of decoded images for `model.fit` / `evaluate` / `predict`.
 
@@ -327,6 +328,10 @@ def make_dataset(
         training: shuffle, augment and drop the last partial batch.
         augment: the training augmentation; ignored when not training.
         seed: seeds the shuffle and every augmentation draw.
+        whole_images: a boolean tf.Variable; while it is True, training batches are whole images
+            at the decoded size with flips only (`augment.flip`), whatever else `augment` says.
+            Flipping it during `fit` switches the batches that follow (see
+            callbacks.WholeImagePhase).
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]);
@@ -354,7 +359,14 @@ def make_dataset(
     def to_augmented_inputs(batch, batch_seed):
         images, labels = batch
         one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
-        return augment_batch(images, one_hot, batch_seed, augment)
+        if whole_images is None:
+            return augment_batch(images, one_hot, batch_seed, augment)
+        flips_only = AugmentConfig(flip=augment.flip)
+        return tf.cond(
+            whole_images,
+            lambda: augment_batch(images, one_hot, batch_seed, flips_only),
+            lambda: augment_batch(images, one_hot, batch_seed, augment),
+        )
 
     if training and augment is not None:
         # One fresh [2] seed per batch, different every epoch but fixed by `seed`: stateless ops

@@ -243,15 +243,19 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     with strategy.scope():
         model = compile_model(config, plan, len(class_names), steps)
     prepare_for_multi_worker(model, strategy)
-    train_ds, val_ds = make_inputs(config, train_data, val_data, class_names, train_samples)
-
     import keras
+    import tensorflow as tf
+
+    # Read by the input pipeline; WholeImagePhase sets it for the last part of the run.
+    whole_images = tf.Variable(False, trainable=False) if config.whole_image_fraction else None
+    train_ds, val_ds = make_inputs(config, train_data, val_data, class_names, train_samples, whole_images)
 
     from idenprof.callbacks import (
         BestModelCheckpoint,
         EpochTimeEstimate,
         LearningRateLogger,
         TimeBudget,
+        WholeImagePhase,
         find_best_checkpoint,
     )
 
@@ -263,13 +267,18 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         EpochTimeEstimate(steps, log=log),
     ]
+    budget = None
     if config.time_budget_min:
         fitted = config.schedule == "cosine"  # the cosine schedule then ends with the budget
-        callbacks.append(TimeBudget(
+        budget = TimeBudget(
             config.time_budget_min * 60, start, run_dir / "time_budget.json",
             peak_lr=config.lr if fitted else None,
             warmup_steps=int(round(config.warmup_epochs * steps)),
-        ))
+        )
+        callbacks.append(budget)
+    if whole_images is not None:
+        callbacks.append(WholeImagePhase(whole_images, config.whole_image_fraction, config.epochs,
+                                         progress=budget.progress if budget else None))
     # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
                         verbose=1 if config.progress else 2, shuffle=False)
@@ -358,7 +367,8 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
     return model
 
 
-def make_inputs(config, train_data, val_data, class_names, train_samples):
+def make_inputs(config, train_data, val_data, class_names, train_samples, whole_images=None):
+    """(training, validation) datasets; `whole_images` is the flag of pipeline.make_dataset."""
     from idenprof.pipeline import AugmentConfig, make_dataset, make_generator
 
     n = len(class_names)
@@ -377,7 +387,7 @@ def make_inputs(config, train_data, val_data, class_names, train_samples):
         output_size=config.train_image_size if trains_at_other_size(config) else None,
     )
     train_ds = make_dataset(train_data, n, batch_size=config.batch_size, training=True,
-                            augment=augment, seed=config.seed)
+                            augment=augment, seed=config.seed, whole_images=whole_images)
     return train_ds, val_ds
 
 

@@ -60,3 +60,24 @@ def test_best_checkpoint_keeps_only_the_best_and_remembers_it_after_a_restart(tm
     restarted.set_model(model)
     restarted.on_epoch_end(3, {"val_accuracy": 0.55})
     assert find_best_checkpoint(tmp_path)[1:] == (2, 0.6)
+
+
+def test_whole_image_phase_sets_the_flag_for_the_last_fraction_of_epochs_or_time():
+    import tensorflow as tf
+
+    from idenprof.callbacks import WholeImagePhase
+
+    flag = tf.Variable(False)
+    by_epoch = WholeImagePhase(flag, fraction=0.25, epochs=8)
+    seen = []
+    for epoch in range(8):
+        by_epoch.on_epoch_begin(epoch)
+        seen.append(bool(flag.numpy()))
+    assert seen == [False] * 6 + [True] * 2
+    progress = [0.5]
+    by_time = WholeImagePhase(flag, fraction=0.25, epochs=100, progress=lambda: progress[0])
+    by_time.on_epoch_begin(0)
+    assert not flag.numpy()
+    progress[0] = 0.8
+    by_time.on_epoch_begin(1)
+    assert flag.numpy()

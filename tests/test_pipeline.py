@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from archive_subsets import CLASS_NAMES
 
 import idenprof.pipeline as pipeline
@@ -387,3 +388,19 @@ def test_training_at_a_smaller_size_resizes_whole_images_or_crops(decoded):
     (crops, _), = batches(cropped, 1)
     assert crops.shape == (16, SIZE // 2, SIZE // 2, 3)
     assert np.abs(crops - pooled).mean(axis=(1, 2, 3)).min() > 2.0  # crops, not whole images
+
+
+def test_whole_image_flag_switches_training_batches_to_whole_images_at_the_decoded_size(decoded):
+    plain = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=6)
+    flag = tf.Variable(False, trainable=False)
+    switching = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=6, whole_images=flag,
+                             augment=AugmentConfig(flip=False, crop_scale=(0.3, 0.5), output_size=SIZE // 2))
+    # Each pass over a dataset is a new epoch with a new shuffle (the same for both datasets).
+    (crops, _), = batches(switching, 1)
+    batches(plain, 1)
+    assert crops.shape == (16, SIZE // 2, SIZE // 2, 3)
+    flag.assign(True)
+    (plain_images, plain_labels), = batches(plain, 1)
+    (images, labels), = batches(switching, 1)
+    np.testing.assert_array_equal(labels, plain_labels)
+    np.testing.assert_array_equal(images, plain_images)  # whole images: no crop, no resize

@@ -162,11 +162,12 @@ def test_download_only_reports_the_layout(small_archive, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing trained
 
 
-def test_training_on_smaller_crops_saves_models_at_the_evaluation_size(train_dataset, tmp_path):
+def test_training_on_smaller_crops_then_whole_images_saves_models_at_the_evaluation_size(train_dataset, tmp_path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY if a not in ("--image-size", "32")]
     result = run_train(["--data-dir", train_dataset, *args, "--image-size", "40", "--train-image-size", "32",
-                        "--crop-scale", "0.5,1", "--epochs", "2", "--max-per-class", "8", "--run-dir", run_dir])
+                        "--crop-scale", "0.5,1", "--whole-image-fraction", "0.5", "--epochs", "2",
+                        "--max-per-class", "8", "--run-dir", run_dir])
     assert result.returncode == 0, result.stderr[-3000:]
     [best] = run_dir.glob("model-e*.keras")
     for path in (best, best.with_suffix(".h5"), run_dir / "export" / "model.keras"):

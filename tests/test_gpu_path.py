@@ -72,14 +72,17 @@ def test_gpu_configuration_trains_and_exports_a_portable_model(small_dataset, tm
     assert np.allclose(ours, fresh_probs, atol=1e-3)
 
 
-def test_mirrored_strategy_over_two_cpu_devices_splits_the_batch(small_dataset, tmp_path):
+def test_mirrored_strategy_over_two_cpu_devices_splits_the_batch_in_the_gpu_configuration(small_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train(["--data-dir", small_dataset, *TINY, "--cpu-replicas", "2", "--epochs", "2",
+    gpu_like = [a if a != "float32" else "float16" for a in TINY] + ["--xla", "on"]
+    result = run_train(["--data-dir", small_dataset, *gpu_like, "--cpu-replicas", "2", "--epochs", "2",
                         "--lr", "2e-3", "--schedule", "constant", "--run-dir", run_dir])
     assert result.returncode == 0, result.stderr[-3000:]
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert (runtime["strategy"], runtime["replicas"], runtime["global_batch"], runtime["per_replica_batch"]) == (
         "mirrored", 2, 16, 8)
+    assert (runtime["precision"], runtime["xla"]) == ("float16", True)
+    assert all(np.isfinite(float(r["loss"])) for r in metrics_rows(run_dir))
     assert [float(r["learning_rate"]) for r in metrics_rows(run_dir)] == pytest.approx([2e-3, 2e-3])
     assert (run_dir / "metrics.json").is_file()
 

@@ -105,6 +105,12 @@ def plan_runtime(
         )
     if not on_gpu and precision == "float16":
         notes.append("float16 on a CPU is emulated and slow; it is meant for testing the GPU path")
+    if use_xla and strategy != "default":
+        # Keras compiles with XLA only outside tf.distribute (its jit_compile="auto" says no there),
+        # and forcing it fails: variables live on several devices.
+        use_xla = False
+        if xla == "on":
+            notes.append("XLA is off: Keras does not compile with XLA under tf.distribute strategies")
     return RuntimePlan(
         device="gpu" if on_gpu else "cpu",
         devices=tuple(devices),

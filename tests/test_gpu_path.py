@@ -81,7 +81,9 @@ def test_mirrored_strategy_over_two_cpu_devices_splits_the_batch_in_the_gpu_conf
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert (runtime["strategy"], runtime["replicas"], runtime["global_batch"], runtime["per_replica_batch"]) == (
         "mirrored", 2, 16, 8)
-    assert (runtime["precision"], runtime["xla"]) == ("float16", True)
+    # Keras does not compile with XLA under tf.distribute: the plan says so and trains without it.
+    assert (runtime["precision"], runtime["xla"]) == ("float16", False)
+    assert "note: XLA is off" in result.stdout
     assert all(np.isfinite(float(r["loss"])) for r in metrics_rows(run_dir))
     assert [float(r["learning_rate"]) for r in metrics_rows(run_dir)] == pytest.approx([2e-3, 2e-3])
     assert (run_dir / "metrics.json").is_file()

@@ -20,6 +20,13 @@ def test_several_gpus_use_mirrored_strategy_and_split_the_global_batch():
     plan = plan_runtime(Environment(gpus=("GPU:0", "GPU:1", "GPU:2", "GPU:3")), batch_size=128)
     assert plan.strategy == "mirrored"
     assert plan.replicas == 4 and plan.per_replica_batch == 32 and plan.global_batch == 128
+    assert plan.precision == "float16" and not plan.xla and not plan.notes  # Keras: no XLA under tf.distribute
+
+
+def test_forcing_xla_under_a_strategy_turns_it_off_with_a_note():
+    plan = plan_runtime(Environment(cpu_devices=2), precision="float16", xla="on", batch_size=16)
+    assert plan.strategy == "mirrored" and not plan.xla
+    assert any("XLA is off" in note for note in plan.notes)
 
 
 def test_cpu_with_native_bf16_gets_bfloat16_without_xla():
@@ -70,7 +77,7 @@ def test_bad_values_are_config_errors():
 def test_summary_is_one_line_with_the_decision():
     line = plan_runtime(Environment(gpus=("GPU:0", "GPU:1")), batch_size=64).summary()
     assert "\n" not in line
-    for fact in ("gpu x2", "float16", "xla on", "mirrored", "global batch 64", "32 per replica"):
+    for fact in ("gpu x2", "float16", "xla off", "mirrored", "global batch 64", "32 per replica"):
         assert fact in line
 
 

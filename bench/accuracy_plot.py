@@ -4,7 +4,7 @@
     python bench/accuracy_plot.py runs/cpu-*/ --out docs/accuracy.png
 
 Each run folder's metrics.json gives its test top-1 and training time (from the command's start
-to the end of training) and its config.json the label (preset, or model and image size). The
+to the end of training); the folder's name labels the point. The
 original IdenProf recipe (ResNet-50 at 224 px, 79.33% after 61 GPU epochs) has no CPU time, so it
 is drawn as a horizontal line.
 """
@@ -22,9 +22,7 @@ ORIGINAL_TOP1 = 0.7933
 def run_point(run_dir: Path) -> tuple[str, float, float]:
     """(label, training minutes, test top-1) of a finished run folder."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())["config"]
-    label = config.get("preset") or f"{config['model']} {config['image_size']}px"
-    return label, metrics["train_seconds"] / 60, metrics["top1"]
+    return run_dir.name, metrics["train_seconds"] / 60, metrics["top1"]
 
 
 def main(argv=None) -> int:
@@ -46,15 +44,14 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in sorted({p[0] for p in points}):
-        xs, ys = zip(*[(m, t) for name, m, t in points if name == label], strict=True)
-        ax.scatter(xs, [100 * y for y in ys], label=label, s=40)
+    for label, minutes, top1 in points:
+        ax.scatter([minutes], [100 * top1], label=label, s=40)
     ax.axhline(100 * ORIGINAL_TOP1, color="gray", linestyle="--",
                label="original recipe: ResNet-50, 224 px, 61 GPU epochs")
     ax.set_xlabel("training minutes on 2 CPU cores (command start to end of training)")
     ax.set_ylabel("IdenProf test top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

@@ -49,6 +49,18 @@ def steps_per_epoch_for(train_images: int, batch_size: int) -> int:
     return steps
 
 
+def batch_fitted_to_data(config: TrainConfig, train_images: int, replicas: int, log=print) -> TrainConfig:
+    """`config`, with the batch lowered to the training set (a multiple of `replicas`) when the set
+    is smaller than one batch: a quick trial on a few images per class still trains."""
+    if train_images >= config.batch_size:
+        return config
+    smaller = train_images // replicas * replicas
+    if smaller < 1:
+        raise ConfigError(f"only {train_images} training images for {replicas} replicas; use more images per class")
+    log(f"note: only {train_images} training images: batch size lowered from {config.batch_size} to {smaller}")
+    return dataclasses.replace(config, batch_size=smaller)
+
+
 def make_learning_rate(config: TrainConfig, steps_per_epoch: int, total_epochs: int | None = None):
     """A Keras learning-rate schedule indexed by optimizer step.
 
@@ -237,6 +249,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     seed_everything(config.seed)
     train_samples, val_samples, test_samples = select_samples(layout, config)
     train_data, val_data, test_data = decode_splits(config, train_samples, val_samples, test_samples, run_dir, log)
+    config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
 
     strategy = apply_runtime(plan)

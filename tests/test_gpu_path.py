@@ -89,7 +89,6 @@ def test_mirrored_strategy_over_two_cpu_devices_splits_the_batch_in_the_gpu_conf
     assert (run_dir / "metrics.json").is_file()
 
 
-@pytest.mark.slow
 def test_mirrored_strategy_resumes_after_a_kill(small_dataset, tmp_path):
     run_dir = tmp_path / "run"
     args = ["--data-dir", small_dataset, *TINY, "--cpu-replicas", "2", "--epochs", "4", "--run-dir", run_dir]

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 
 
-def predict_probabilities(model, images: np.ndarray, *, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-    """Class probabilities float32 [N, C] for uint8/float images [N, S, S, 3]; with `tta`, the mean
-    over each image and its horizontal mirror."""
-    probs = model.predict(images, batch_size=batch_size, verbose=0)
-    if tta:
-        probs = (probs + model.predict(images[:, :, ::-1, :], batch_size=batch_size, verbose=0)) / 2
-    return np.asarray(probs, dtype=np.float32)
+def predict_views(model, images: np.ndarray, *, batch_size: int = 64, mirror: bool = True):
+    """(probabilities of the images, of their horizontal mirrors or None), float32 [N, C] each:
+    one pass per view, so a caller can report single-view and TTA accuracy from the same passes."""
+    single = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if not mirror:
+        return single, None
+    mirrored = model.predict(images[:, :, ::-1, :], batch_size=batch_size, verbose=0)
+    return single, np.asarray(mirrored, dtype=np.float32)
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:

@@ -414,7 +414,7 @@ def finish_run(config, run_dir, class_names, test_data, test_samples, layout, tr
         classification_metrics,
         plot_confusion_matrix,
         plot_training_curves,
-        predict_probabilities,
+        predict_views,
         write_json_atomically,
     )
 
@@ -423,10 +423,10 @@ def finish_run(config, run_dir, class_names, test_data, test_samples, layout, tr
         raise DatasetError(f"training ended without a checkpoint in {run_dir} (no validation accuracy was recorded)")
     best_path, best_epoch, best_val = best
     model = keras.models.load_model(best_path, compile=False)
-    probs = predict_probabilities(model, test_data.images, batch_size=config.batch_size, tta=config.tta)
+    single, mirrored = predict_views(model, test_data.images, batch_size=config.batch_size, mirror=config.tta)
+    probs = (single + mirrored) / 2 if config.tta else single
     metrics = classification_metrics(probs, test_data.labels, class_names)
     if config.tta:  # what the mirror adds: the single-view accuracy too
-        single = predict_probabilities(model, test_data.images, batch_size=config.batch_size)
         metrics["top1_without_tta"] = classification_metrics(single, test_data.labels, class_names)["top1"]
     duplicate_tests = {test for _, test in layout.duplicates}
     keep = np.array([p not in duplicate_tests for p in test_data.paths], dtype=bool)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--precision", "auto (float16 on GPU, bfloat16 on CPUs with native bf16, else float32), "
         "float32, float16, bfloat16, or mixed", choices=("auto", "float32", "float16", "bfloat16", "mixed"))
     add(g, "--xla", "XLA compilation: auto (on for GPUs), on, off", choices=("auto", "on", "off"))
+    add(g, "--no-fused-batch-norm", "train with Keras' own BatchNormalization instead of TensorFlow's fused "
+        "kernel (slower; saved models use Keras' layer either way)", dest="fused_batch_norm", action="store_false")
     add(g, "--cpu-replicas", "split the CPU into N devices under MirroredStrategy (tests the multi-GPU path)", type=int)
     add(g, "--run-dir", "output folder (default: runs/<preset or model>-<size>px-seed<seed>)")
     add(g, "--seed", "random seed for splits, initialisation, shuffling and augmentation", type=int)

@@ -62,6 +62,7 @@ class TrainConfig:
     # Machinery
     precision: str = "auto"
     xla: str = "auto"
+    fused_batch_norm: bool = True  # train with TensorFlow's fused kernel; saved models use Keras' layer
     cpu_replicas: int | None = None  # split the CPU into N logical devices (tests the multi-GPU path)
     time_budget_min: float | None = None  # stop (and end the schedule) when the budget is spent
     run_dir: str | None = None  # None: runs/<model>-<image_size>px-seed<seed>

@@ -305,8 +305,9 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
 def saved_model_for(config: TrainConfig, num_classes: int):
     """What a checkpoint saves of the training model: itself, or, when training used another
-    image size, the same weights in a model whose input is `image_size` (what inference reads)."""
-    if not trains_at_other_size(config):
+    image size or fused batch norm, the same weights in the model `build_classifier` makes: input
+    `image_size` square (what inference reads), Keras' own layers (what loads anywhere)."""
+    if not trains_at_other_size(config) and not config.fused_batch_norm:
         return None
 
     def fixed_size_copy(model):
@@ -370,6 +371,10 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
     import keras
 
     model = build_classifier(config, num_classes, image_size=0 if trains_at_other_size(config) else None)
+    if config.fused_batch_norm:
+        from models.batch_norm import use_fused_batch_norm
+
+        model = use_fused_batch_norm(model)
     optimizer = make_optimizer(config, make_learning_rate(config, steps_per_epoch))
     model.compile(
         optimizer=optimizer,

@@ -33,9 +33,15 @@ def test_pipeline_bench_reports_rates_per_core_and_the_ratio(small_archive, tmp_
 
 
 def test_train_throughput_bench_compares_with_keras_applications(tmp_path):
-    result = run_bench("train_throughput.py", "--image-size", 32, "--batch-size", 2, "--steps", 1,
-                       "--warmup-steps", 1, "--precision", "float32", "--xla", "off")
+    result = run_bench("train_throughput.py", "--image-size", 32, "--batch-size", 2, "--steps", 2,
+                       "--rounds", 2, "--warmup-steps", 1, "--precision", "float32", "--xla", "off",
+                       "--keras-batch-norm")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "keras.applications.ResNet50 float32:" in result.stdout
-    assert "(float32, xla off)" in result.stdout
-    assert last_value(result.stdout, "ratio") > 0
+    rates = dict(re.findall(r"^(.+): ([0-9.]+) images/s \(median of 4 steps\)$", result.stdout, re.M))
+    assert list(rates) == ["keras.applications.ResNet50 float32",
+                           "ours ResNet-50 as train.py configures it (float32, xla off)",
+                           "ours with Keras' BatchNormalization (float32, xla off)"], result.stdout
+    ratio = last_value(result.stdout, "ratio")
+    expected = float(rates["ours ResNet-50 as train.py configures it (float32, xla off)"]) / float(
+        rates["keras.applications.ResNet50 float32"])
+    assert abs(ratio - expected) < 0.01 + 0.01 * expected

@@ -55,31 +55,21 @@ class FusedBatchNormalization(layers.BatchNormalization):
         import tensorflow as tf
 
         inputs = ops.cast(inputs, self.compute_dtype)
-        fused = tf.compat.v1.nn.fused_batch_norm
-        if training and self.trainable:
-            outputs, mean, variance = fused(
-                inputs,
-                self.gamma.value,
-                self.beta.value,
-                mean=self.moving_mean.value,
-                variance=self.moving_variance.value,
-                epsilon=self.epsilon,
-                is_training=True,
-                # The kernel returns the moving averages already updated with this factor.
-                exponential_avg_factor=1.0 - self.momentum,
-            )
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(variance)
-            return outputs
-        outputs, _, _ = fused(
+        updates_statistics = bool(training and self.trainable)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs,
             self.gamma.value,
             self.beta.value,
             mean=self.moving_mean.value,
             variance=self.moving_variance.value,
             epsilon=self.epsilon,
-            is_training=False,
+            is_training=updates_statistics,
+            # In training the kernel returns the moving averages already updated with this factor.
+            exponential_avg_factor=1.0 - self.momentum if updates_statistics else 1.0,
         )
+        if updates_statistics:
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
         return outputs
 
 

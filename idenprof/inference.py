@@ -23,6 +23,7 @@ import numpy as np
 from idenprof.class_index import CLASS_INDEX_FILENAME, read_class_index
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError
 from idenprof.imaging import is_image_filename, load_image_rgb
+from idenprof.report import METRICS_FILENAME
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
 SAVED_MODEL_MARKER = "saved_model.pb"
@@ -89,7 +90,8 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
 
     `model_arg` may be a model file (.keras, .h5, .tflite), a SavedModel folder, or a run folder
     (its best model, see `best_model_in_run`). Without it: the best model of the most recently
-    modified run folder under `runs_dir` that holds a model.
+    modified finished run under `runs_dir` (one with its report), so a run still training does not
+    shadow a finished one; the most recent unfinished run with a checkpoint when none has finished.
     """
     if model_arg is not None:
         path = Path(model_arg)
@@ -118,12 +120,13 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
             if run.is_dir() and not run.name.startswith("."):
                 best = best_model_in_run(run)
                 if best is not None:
-                    candidates.append((run.stat().st_mtime, best))
+                    finished = (run / METRICS_FILENAME).is_file()
+                    candidates.append((finished, run.stat().st_mtime, best))
     if not candidates:
         raise ModelFileError(
             f"no trained model under {runs_dir}/; train one with python train.py or pass --model"
         )
-    return max(candidates)[1]
+    return max(candidates)[-1]
 
 
 def best_model_in_run(run_dir: Path) -> Path | None:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Written last by train.py, so its presence marks a finished run.
+METRICS_FILENAME = "metrics.json"
+
 
 def predict_views(model, images: np.ndarray, *, batch_size: int = 64, mirror: bool = True):
     """(probabilities of the images, of their horizontal mirrors or None), float32 [N, C] each:

@@ -27,6 +27,7 @@ from idenprof.class_index import CLASS_INDEX_FILENAME, write_class_index
 from idenprof.config import TrainConfig
 from idenprof.errors import ConfigError, DatasetError
 from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
+from idenprof.report import METRICS_FILENAME
 from idenprof.runtime import RuntimePlan
 
 
@@ -177,7 +178,7 @@ def prepare_run_dir(config: TrainConfig, tf_config: dict | None = None) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot write to run folder {run_dir} ({e.strerror}); pass a writable --run-dir") from None
     saved = run_dir / "config.json"
-    if (run_dir / "metrics.json").exists():
+    if (run_dir / METRICS_FILENAME).exists():
         raise ConfigError(
             f"{run_dir} already holds a finished run; pass a new --run-dir (or delete that folder) to train again"
         )
@@ -445,7 +446,7 @@ def finish_run(config, run_dir, class_names, test_data, test_samples, layout, tr
     plot_training_curves(run_dir / "metrics.csv", run_dir / "training_curves.png")
     plot_confusion_matrix(metrics["confusion_matrix"], class_names, run_dir / "confusion_matrix.png")
     export_model(model, run_dir / "export", class_names)
-    write_json_atomically(metrics, run_dir / "metrics.json")  # last: its presence marks a finished run
+    write_json_atomically(metrics, run_dir / METRICS_FILENAME)  # last: its presence marks a finished run
     log("")
     log(f"best model: {best_path} (epoch {best_epoch}, validation accuracy {best_val:.2%})")
     log(f"test top-1: {metrics['top1']:.2%}   top-5: {metrics['top5']:.2%}   "

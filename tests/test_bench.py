@@ -45,3 +45,25 @@ def test_train_throughput_bench_compares_with_keras_applications(tmp_path):
     expected = float(rates["ours ResNet-50 as train.py configures it (float32, xla off)"]) / float(
         rates["keras.applications.ResNet50 float32"])
     assert abs(ratio - expected) < 0.01 + 0.01 * expected
+
+
+def test_accuracy_plot_draws_run_folders_and_recorded_runs(tmp_path):
+    run = tmp_path / "cpu-96px-seed0"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"top1": 0.785, "train_seconds": 1170.7}')
+    recorded = tmp_path / "runs.csv"
+    recorded.write_text("label,minutes,top1,date\ncpu seed 0,19.5,0.8045,2026-11-25\ncpu seed 1,19.5,0.7865,2026-11-25\n")
+    out = tmp_path / "plot.png"
+    result = run_bench("accuracy_plot.py", recorded, run, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote {out} (3 runs)" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_plot_rejects_a_csv_without_the_columns(tmp_path):
+    bad = tmp_path / "runs.csv"
+    bad.write_text("name,acc\ncpu,0.8\n")
+    result = run_bench("accuracy_plot.py", bad, "--out", tmp_path / "plot.png")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "columns label, minutes, top1" in result.stderr
+    assert not (tmp_path / "plot.png").exists()

@@ -132,6 +132,18 @@ def test_default_is_the_most_recently_modified_run_with_a_model(tmp_path, export
     assert resolve_model_path(None, runs_dir=tmp_path) == newer / "model-e003-val0.5000.keras"
 
 
+def test_default_prefers_a_finished_run_to_a_newer_one_still_training(tmp_path, export_dir):
+    finished = make_run(tmp_path, "finished", export_dir, with_export=True)
+    (finished / "metrics.json").write_text("{}")
+    training = make_run(tmp_path, "training", export_dir)  # has a best checkpoint, no report yet
+    set_mtime(finished, 2_000_000)
+    set_mtime(training, 3_000_000)
+    assert resolve_model_path(None, runs_dir=tmp_path) == finished / "export" / "model.tflite"
+    (finished / "metrics.json").unlink()  # neither finished: the newest run with a model
+    set_mtime(finished, 2_000_000)
+    assert resolve_model_path(None, runs_dir=tmp_path) == training / "model-e003-val0.5000.keras"
+
+
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(ModelFileError, match="no trained model under .*python train.py"):
         resolve_model_path(None, runs_dir=tmp_path / "runs")

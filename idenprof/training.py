@@ -185,7 +185,8 @@ def prepare_run_dir(config: TrainConfig, tf_config: dict | None = None) -> Path:
     if saved.exists():
         previous = json.loads(saved.read_text()).get("config", {})
         ours = dataclasses.asdict(config)
-        ignore = {"progress", "download_only", "data_url", "run_dir"}
+        # Settings that change how, not what, a run trains may differ on resume.
+        ignore = {"progress", "download_only", "data_url", "run_dir", "fused_batch_norm"}
         changed = sorted(k for k in ours if k not in ignore and previous.get(k) != ours[k])
         if changed:
             raise ConfigError(
@@ -311,12 +312,12 @@ def saved_model_for(config: TrainConfig, num_classes: int):
     if not trains_at_other_size(config) and not config.fused_batch_norm:
         return None
 
-    def fixed_size_copy(model):
-        fixed = build_classifier(config, num_classes)
-        fixed.set_weights(model.get_weights())
-        return fixed
+    def portable_copy(model):
+        portable = build_classifier(config, num_classes)
+        portable.set_weights(model.get_weights())
+        return portable
 
-    return fixed_size_copy
+    return portable_copy
 
 
 def size_notes(config: TrainConfig) -> list[str]:

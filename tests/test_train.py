@@ -13,7 +13,8 @@ from archive_subsets import extract_subset, make_subset_archive
 from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
-from idenprof.training import make_learning_rate
+from idenprof.errors import ConfigError
+from idenprof.training import make_learning_rate, prepare_run_dir, save_run_config
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,17 @@ def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
     rates = [float(r["learning_rate"]) for r in metrics_rows(run_dir)]
     assert rates == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert len(list(run_dir.glob("model-e*.keras"))) == 1
+
+
+def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_path):
+    from idenprof.runtime import Environment, plan_runtime
+
+    started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
+    run_dir = prepare_run_dir(started)
+    save_run_config(run_dir, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
+    with pytest.raises(ConfigError, match=r"unfinished run with different settings \(lr\)"):
+        prepare_run_dir(resolve_config("cpu", {"run_dir": str(run_dir), "lr": 1e-2}))
+    assert prepare_run_dir(resolve_config("cpu", {"run_dir": str(run_dir), "fused_batch_norm": False})) == run_dir
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,6 @@ def main(argv=None) -> int:
     reference.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
     contenders = {"keras.applications.ResNet50 float32": reference}
 
-    plan = None
     for fused in (True, False) if args.keras_batch_norm else (True,):
         config = resolve_config(None, {"image_size": args.image_size, "batch_size": args.batch_size,
                                        "precision": args.precision, "xla": args.xla, "fused_batch_norm": fused})

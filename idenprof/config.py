@@ -92,7 +92,7 @@ PRESETS: dict[str, dict] = {
         optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.5,
         label_smoothing=0.1, tta=True,
     ),
-    # Two CPU cores, two hours: the same recipe at larger images (not yet measured).
+    # Two CPU cores, two hours: the same recipe at 112 px crops of 128 px images (docs/ACCURACY.md).
     "cpu-long": dict(
         model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
         image_size=128, train_image_size=112, crop_scale=[0.5, 1.0], whole_image_fraction=0.25,
@@ -152,8 +152,16 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
     if sorted(c.lr_boundaries) != list(c.lr_boundaries) or any(b <= 0 for b in c.lr_boundaries):
         raise ConfigError("--lr-boundaries must be increasing positive epoch numbers, e.g. 80,120,160,180")
-    if c.crop_scale is not None and not (0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
-        raise ConfigError(f"--crop-scale must be two area fractions 0 < min <= max <= 1, got {c.crop_scale}")
+    if c.crop_scale is not None and not (len(c.crop_scale) == 2 and 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
+        raise ConfigError(f"--crop-scale must be two area fractions MIN,MAX with 0 < MIN <= MAX <= 1, "
+                          f"e.g. 0.35,1; got {','.join(map(str, c.crop_scale))}")
+    for name in ("warmup_epochs", "weight_decay", "momentum", "rotation", "mixup_alpha", "cutmix_alpha"):
+        if getattr(c, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(c, name)}")
+    if not 0.0 <= c.shift < 1.0:
+        raise ConfigError(f"--shift is a fraction of the image side in [0, 1), got {c.shift}")
+    if not 0.0 < c.lr_decay_factor <= 1.0:
+        raise ConfigError(f"--lr-decay-factor must be in (0, 1], got {c.lr_decay_factor}")
     if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size
                                     or c.whole_image_fraction):
         raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "

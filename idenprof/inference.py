@@ -11,6 +11,7 @@ and the class names from the class index JSON next to the model: neither is type
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -24,6 +25,7 @@ from idenprof.class_index import CLASS_INDEX_FILENAME, read_class_index
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError
 from idenprof.imaging import is_image_filename, load_image_rgb
 from idenprof.report import METRICS_FILENAME
+from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
 SAVED_MODEL_MARKER = "saved_model.pb"
@@ -195,6 +197,7 @@ def class_index_beside(model_path: Path) -> Path:
 
 
 def load_keras(path: Path):
+    import_tensorflow_quietly()
     import keras
 
     try:
@@ -210,7 +213,7 @@ def load_keras(path: Path):
 
 
 def load_saved_model(path: Path):
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -237,9 +240,15 @@ def load_litert(path: Path):
     input_name, input_details = only_entry(runner.get_input_details(), "input", path)
     output_name, output_details = only_entry(runner.get_output_details(), "output", path)
 
+    first_call = [True]
+
     def predict_batch(images: np.ndarray) -> np.ndarray:
-        # The signature runner resizes its input tensor to the batch it is given.
-        return runner(**{input_name: images})[output_name]
+        # The signature runner resizes its input tensor to the batch it is given. Its first call
+        # creates the XNNPACK delegate, which announces itself on the process's stderr.
+        quiet = native_stderr_silenced() if first_call[0] else contextlib.nullcontext()
+        first_call[0] = False
+        with quiet:
+            return runner(**{input_name: images})[output_name]
 
     return predict_batch, tuple(input_details["shape_signature"]), output_details["shape"][-1]
 

@@ -53,6 +53,7 @@ def photos(small_dataset) -> list[Path]:
 def test_one_photo_prints_five_classes_in_percent_most_likely_first(tflite, photos):
     done = infer(str(photos[0]), "--model", tflite)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no runtime chatter around the answer
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 5 and all(LINE.match(line) for line in lines), done.stdout
     predictions = prediction_lines(done.stdout)
@@ -159,4 +160,5 @@ def test_tensorflow_formats_give_the_same_answer_as_litert(export_dir, tflite, p
     args = [*map(str, photos[:2]), "--top", "10"]
     done = infer(*args, "--model", str(export_dir / fmt))
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # TensorFlow's native start-up lines are kept off the terminal
     assert prediction_lines(done.stdout) == prediction_lines(infer(*args, "--model", tflite).stdout)

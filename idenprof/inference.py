@@ -240,13 +240,14 @@ def load_litert(path: Path):
     input_name, input_details = only_entry(runner.get_input_details(), "input", path)
     output_name, output_details = only_entry(runner.get_output_details(), "output", path)
 
-    first_call = [True]
+    first_call = True
 
     def predict_batch(images: np.ndarray) -> np.ndarray:
         # The signature runner resizes its input tensor to the batch it is given. Its first call
         # creates the XNNPACK delegate, which announces itself on the process's stderr.
-        quiet = native_stderr_silenced() if first_call[0] else contextlib.nullcontext()
-        first_call[0] = False
+        nonlocal first_call
+        quiet = native_stderr_silenced() if first_call else contextlib.nullcontext()
+        first_call = False
         with quiet:
             return runner(**{input_name: images})[output_name]
 

@@ -66,15 +66,12 @@ def main(argv=None) -> int:
                    help="ImageDataGenerator batches timed (after one untimed batch)")
     args = p.parse_args(argv)
 
-    from idenprof.dataset import scan_dataset
-    from idenprof.download import ensure_dataset
-    from idenprof.pipeline import (
-        AugmentConfig,
-        available_cores,
-        decode_images,
-        make_dataset,
-        make_generator,
-    )
+    from idenprof.data.augment import AugmentConfig
+    from idenprof.data.batches import make_dataset
+    from idenprof.data.dataset import scan_dataset
+    from idenprof.data.decoded import available_cores, decode_images
+    from idenprof.data.download import ensure_dataset
+    from idenprof.data.generator import make_generator
     from idenprof.runtime import cpu_model_name
 
     root = ensure_dataset(args.data_dir, str(args.archive), progress=False)

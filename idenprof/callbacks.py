@@ -4,48 +4,22 @@ epoch."""
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import re
 import time
 from pathlib import Path
 
 import keras
 
-from idenprof.errors import IdenprofError
 from idenprof.export import save_model
-
-BEST_MODEL_PATTERN = re.compile(r"^model-e(\d{3,})-val(\d\.\d{4})\.keras$")
-
-
-def find_best_checkpoint(run_dir: Path) -> tuple[Path, int, float] | None:
-    """The best `.keras` checkpoint in `run_dir` as (path, epoch, val_accuracy), or None."""
-    found = []
-    for path in Path(run_dir).glob("model-e*-val*.keras"):
-        m = BEST_MODEL_PATTERN.match(path.name)
-        if m:
-            found.append((float(m.group(2)), int(m.group(1)), path))
-    if not found:
-        return None
-    acc, epoch, path = max(found)
-    return path, epoch, acc
+from idenprof.files import atomic_write, write_json_atomically
+from idenprof.run_folder import RunFolder
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    """Save to a temporary name in the same folder, then rename: a crash never leaves a half file
-    under the final name. Disk-full becomes a one-line error."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        save_model(model, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
-            raise IdenprofError(f"disk full while saving {path}; free some space and run the same command to resume") from None
-        raise
+    """Save under a temporary name in the same folder, then rename: a crash never leaves a half
+    file under the final name. Disk-full becomes a one-line error."""
+    atomic_write(path, lambda tmp: save_model(model, tmp))
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -59,18 +33,18 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         (for example a copy with a fixed input size)."""
         super().__init__()
         self.to_saved = to_saved
-        self.run_dir = Path(run_dir)
+        self.run = RunFolder(run_dir)
         self.monitor = monitor
         self.save_h5 = save_h5
-        existing = find_best_checkpoint(self.run_dir)
-        self.best = existing[2] if existing else -1.0
-        self.best_path = existing[0] if existing else None
+        existing = self.run.best_checkpoint()
+        self.best = existing.val_accuracy if existing else -1.0
+        self.best_path = existing.path if existing else None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or round(float(value), 4) <= self.best:
             return
-        path = self.run_dir / f"model-e{epoch + 1:03d}-val{float(value):.4f}.keras"
+        path = self.run.checkpoint_path(epoch + 1, float(value))
         model = self.to_saved(self.model) if self.to_saved else self.model
         save_model_atomically(model, path)
         if self.save_h5:
@@ -140,9 +114,7 @@ class TimeBudget(keras.callbacks.Callback):
             self.validation_s = max(self.validation_s, self.clock() - self.test_start)
 
     def on_epoch_end(self, epoch, logs=None):
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        tmp.write_text(json.dumps({"elapsed_s": round(self.elapsed_s(), 3)}))
-        os.replace(tmp, self.state_path)
+        write_json_atomically({"elapsed_s": round(self.elapsed_s(), 3)}, self.state_path)
         if self.progress() >= 1.0:
             self.model.stop_training = True
 
@@ -151,7 +123,7 @@ class WholeImagePhase(keras.callbacks.Callback):
     """Train the last `fraction` of the run on whole images at the evaluation size (FixRes
     fine-tuning: batch-norm statistics and filters settle at the size the model is used at).
 
-    At each epoch's start, sets `flag` (the boolean tf.Variable `pipeline.make_dataset` reads) once
+    At each epoch's start, sets `flag` (the boolean tf.Variable `idenprof.data.batches.make_dataset` reads) once
     the run's progress reaches 1 - fraction. Progress is `progress()` when given (the time
     budget's), else the epoch over `epochs`.
     """

@@ -9,25 +9,17 @@ travels with every trained model (the one source of truth for class names).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from idenprof.errors import ModelFileError
-
-CLASS_INDEX_FILENAME = "class_index.json"
+from idenprof.files import write_json_atomically
+from idenprof.run_folder import CLASS_INDEX_FILENAME
 
 
 def write_class_index(class_names: list[str], path: Path) -> Path:
     """Write `class_names` (position = model output index) atomically to `path`."""
     path = Path(path)
-    mapping = {str(i): name for i, name in enumerate(class_names)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(mapping, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically({str(i): name for i, name in enumerate(class_names)}, path)
 
 
 def read_class_index(path: Path) -> list[str]:

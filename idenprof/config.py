@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from idenprof.errors import ConfigError
+from idenprof.runtime import PRECISIONS, XLA_MODES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")
@@ -77,29 +79,33 @@ class TrainConfig:
         prefix = self.preset or self.model
         return f"{prefix}-{self.image_size}px-seed{self.seed}"
 
+    def trains_at_other_size(self) -> bool:
+        """Whether training images differ in size from the model's input (FixRes crops)."""
+        return self.train_image_size is not None and self.train_image_size != self.image_size
+
+
+# Two CPU cores, 20 minutes: a half-width ResNet-18 trained on 80 px crops of 96 px images, the
+# last quarter on whole 96 px images, evaluated at 96 px (see docs/ACCURACY.md), with a cosine
+# schedule that ends when the time budget does; bfloat16 where the CPU has it (precision auto).
+_CPU_PRESET = dict(
+    model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
+    image_size=96, train_image_size=80, crop_scale=[0.6, 1.0], whole_image_fraction=0.25,
+    batch_size=64, epochs=100, time_budget_min=19.5,
+    optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.5,
+    label_smoothing=0.1, tta=True,
+)
 
 # Presets change the recipe, not the data or output flags; explicit flags still override them.
 PRESETS: dict[str, dict] = {
     # The original IdenProf recipe (the defaults), named for clarity.
     "original": {},
-    # Two CPU cores, 20 minutes: a half-width ResNet-18 trained on 80 px crops of 96 px images, the
-    # last quarter on whole 96 px images, evaluated at 96 px (see docs/ACCURACY.md), with a cosine
-    # schedule that ends when the time budget does; bfloat16 where the CPU has it (precision auto).
-    "cpu": dict(
-        model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
-        image_size=96, train_image_size=80, crop_scale=[0.6, 1.0], whole_image_fraction=0.25,
-        batch_size=64, epochs=100, time_budget_min=19.5,
-        optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.5,
-        label_smoothing=0.1, tta=True,
-    ),
-    # Two CPU cores, two hours: the same recipe at 112 px crops of 128 px images (docs/ACCURACY.md).
-    "cpu-long": dict(
-        model="resnet18", width=0.5, stem="small_pool", zero_init_residual=True,
-        image_size=128, train_image_size=112, crop_scale=[0.5, 1.0], whole_image_fraction=0.25,
-        batch_size=64, epochs=300, time_budget_min=118,
-        optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.5,
-        label_smoothing=0.1, tta=True,
-    ),
+    "cpu": _CPU_PRESET,
+    # Two CPU cores, two hours: the cpu recipe at 112 px crops of 128 px images (docs/ACCURACY.md).
+    "cpu-long": {
+        **_CPU_PRESET,
+        "image_size": 128, "train_image_size": 112, "crop_scale": [0.5, 1.0],
+        "epochs": 300, "time_budget_min": 118,
+    },
 }
 
 
@@ -118,6 +124,17 @@ def resolve_config(preset: str | None, overrides: dict) -> TrainConfig:
 
 
 def validate_config(c: TrainConfig) -> None:
+    """Every check of a setting's value, in one place, with the flag's name in the message.
+
+    Raises:
+        ConfigError: the first setting that cannot work.
+    """
+    for f in dataclasses.fields(c):
+        values = getattr(c, f.name)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+
     def positive(name, value):
         if value is None or value <= 0:
             flag = "--" + name.replace("_", "-")
@@ -139,6 +156,8 @@ def validate_config(c: TrainConfig) -> None:
         ("schedule", c.schedule, SCHEDULES),
         ("loader", c.loader, LOADERS),
         ("validate-on", c.validate_on, VALIDATE_ON),
+        ("precision", c.precision, PRECISIONS),
+        ("xla", c.xla, XLA_MODES),
     ):
         if value not in choices:
             raise ConfigError(f"--{name} {value!r} is unknown; choose one of {', '.join(choices)}")
@@ -166,3 +185,44 @@ def validate_config(c: TrainConfig) -> None:
                                     or c.whole_image_fraction):
         raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
                           "and --train-image-size / --whole-image-fraction")
+    validate_model_choice(c)
+
+
+def validate_model_choice(c: TrainConfig) -> None:
+    """The model, stem, image sizes and starting weights fit together (models/ has the facts)."""
+    from idenprof.weights import IMAGENET_NOTOP_MD5
+    from models import MODEL_BUILDERS, STEMS, minimum_input_size
+
+    if c.model not in MODEL_BUILDERS:
+        raise ConfigError(f"--model {c.model!r} is unknown; choose one of {', '.join(MODEL_BUILDERS)}")
+    if c.stem not in STEMS:
+        raise ConfigError(f"--stem {c.stem!r} is unknown; choose one of {', '.join(STEMS)}")
+    smallest = minimum_input_size(c.stem)
+    for flag, size in (("--image-size", c.image_size), ("--train-image-size", c.train_image_size)):
+        if size is not None and size < smallest:
+            raise ConfigError(
+                f"{flag} {size} is too small for {c.model} with the {c.stem} stem; use at least {smallest}"
+            )
+    if c.weights == "imagenet":
+        if c.model not in IMAGENET_NOTOP_MD5:
+            raise ConfigError(
+                f"--weights imagenet is available for {', '.join(IMAGENET_NOTOP_MD5)}, not {c.model}"
+            )
+        if c.width != 1.0 or c.stem != "imagenet":
+            raise ConfigError("--weights imagenet needs the standard network: drop --width and --stem")
+
+
+def size_notes(config: TrainConfig) -> list[str]:
+    """Warnings for image sizes that work but cost accuracy: a side that is not a multiple of the
+    network's total downsampling makes some stride-2 layers see odd feature maps, padded on one
+    side only, so features shift between stages (measured in docs/ACCURACY.md)."""
+    from models import minimum_input_size
+
+    stride = minimum_input_size(config.stem)  # the total downsampling of the network
+    notes = []
+    for flag, size in (("--image-size", config.image_size), ("--train-image-size", config.train_image_size)):
+        if size is not None and size % stride:
+            lower, upper = size // stride * stride, (size // stride + 1) * stride
+            notes.append(f"{flag} {size} is not a multiple of {stride} (the network's total stride with the "
+                         f"{config.stem} stem), which costs accuracy; {lower} or {upper} would not")
+    return notes

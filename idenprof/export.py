@@ -29,19 +29,17 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from idenprof.class_index import CLASS_INDEX_FILENAME, write_class_index
+from idenprof.class_index import write_class_index
 from idenprof.errors import ConfigError
+from idenprof.run_folder import (
+    BYTES_SIGNATURE,
+    CLASS_INDEX_FILENAME,
+    EXPORT_FILENAMES,
+    OUTPUT_KEY,
+    PIXELS_SIGNATURE,
+)
 
-FORMATS = ("keras", "h5", "saved_model", "tflite")
-FILENAMES = {
-    "keras": "model.keras",
-    "h5": "model.h5",
-    "saved_model": "saved_model",
-    "tflite": "model.tflite",
-}
-PIXELS_SIGNATURE = "serving_default"
-BYTES_SIGNATURE = "serving_bytes"
-OUTPUT_KEY = "probabilities"
+FORMATS = tuple(EXPORT_FILENAMES)
 
 
 def export_model(
@@ -77,14 +75,14 @@ def export_model(
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
     try:
         for fmt in formats:
-            staged = staging / FILENAMES[fmt]
+            staged = staging / EXPORT_FILENAMES[fmt]
             if fmt in ("keras", "h5"):
                 save_model(model, staged)
             elif fmt == "saved_model":
                 write_saved_model(model, staged)
             else:
                 staged.write_bytes(tflite_bytes(model, staging))
-            written[fmt] = move_into_place(staged, out_dir / FILENAMES[fmt], staging)
+            written[fmt] = move_into_place(staged, out_dir / EXPORT_FILENAMES[fmt], staging)
         written["class_index"] = write_class_index(class_names, out_dir / CLASS_INDEX_FILENAME)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -141,7 +139,7 @@ def serving_functions(model: keras.Model):
 
     def decode(encoded):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        # Antialiased bilinear matches PIL's bilinear downscaling used by idenprof.imaging.
+        # Antialiased bilinear matches PIL's bilinear downscaling used by idenprof.data.imaging.
         return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])

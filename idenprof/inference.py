@@ -14,28 +14,26 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from idenprof.class_index import CLASS_INDEX_FILENAME, read_class_index
+from idenprof.class_index import read_class_index
+from idenprof.data.imaging import is_image_filename, load_image_rgb
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError
-from idenprof.imaging import is_image_filename, load_image_rgb
-from idenprof.report import METRICS_FILENAME
+from idenprof.run_folder import (
+    CLASS_INDEX_FILENAME,
+    OUTPUT_KEY,
+    PIXELS_SIGNATURE,
+    SAVED_MODEL_MARKER,
+    RunFolder,
+)
 from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
-SAVED_MODEL_MARKER = "saved_model.pb"
-EXPORT_DIRNAME = "export"
 GLOB_CHARS = "*?["
-# Checkpoints written by training: model-e{epoch:03d}-val{val_acc:.4f}.keras / .h5
-CHECKPOINT_PATTERN = re.compile(r"^model-e(\d+)-val(\d+(?:\.\d+)?)\.(keras|h5)$")
-# The SavedModel signature and output name written by idenprof.export.
-PIXELS_SIGNATURE = "serving_default"
-OUTPUT_KEY = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
     """The model to load for `--model model_arg`.
 
     `model_arg` may be a model file (.keras, .h5, .tflite), a SavedModel folder, or a run folder
-    (its best model, see `best_model_in_run`). Without it: the best model of the most recently
+    (see `RunFolder.model_for_inference`). Without it: the best model of the most recently
     modified finished run under `runs_dir` (one with its report), so a run still training does not
     shadow a finished one; the most recent unfinished run with a checkpoint when none has finished.
     """
@@ -107,7 +105,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
         if path.is_dir():
             if (path / SAVED_MODEL_MARKER).is_file():
                 return path
-            best = best_model_in_run(path)
+            best = RunFolder(path).model_for_inference()
             if best is None:
                 raise ModelFileError(
                     f"{path}: no model in this folder (no .keras/.h5/.tflite checkpoint, "
@@ -120,44 +118,15 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
     if runs_dir.is_dir():
         for run in runs_dir.iterdir():
             if run.is_dir() and not run.name.startswith("."):
-                best = best_model_in_run(run)
+                best = RunFolder(run).model_for_inference()
                 if best is not None:
-                    finished = (run / METRICS_FILENAME).is_file()
+                    finished = RunFolder(run).is_finished()
                     candidates.append((finished, run.stat().st_mtime, best))
     if not candidates:
         raise ModelFileError(
             f"no trained model under {runs_dir}/; train one with python train.py or pass --model"
         )
     return max(candidates)[-1]
-
-
-def best_model_in_run(run_dir: Path) -> Path | None:
-    """The model infer.py uses for a run folder, or None when it holds no model.
-
-    The exported LiteRT model (fastest start) when export/ is at least as new as the best
-    checkpoint; otherwise the checkpoint with the highest validation accuracy in its name
-    (.keras before .h5); otherwise any model export/ holds.
-    """
-    checkpoints = []
-    for path in run_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and path.is_file():
-            val_acc, epoch, ext = float(match.group(2)), int(match.group(1)), match.group(3)
-            checkpoints.append((val_acc, epoch, ext == "keras", path))
-    best_checkpoint = max(checkpoints)[3] if checkpoints else None
-    export_dir = run_dir / EXPORT_DIRNAME
-    exported = [
-        p
-        for p in (export_dir / "model.tflite", export_dir / "model.keras", export_dir / "model.h5")
-        if p.is_file()
-    ]
-    if (export_dir / "saved_model" / SAVED_MODEL_MARKER).is_file():
-        exported.append(export_dir / "saved_model")
-    if exported and (
-        best_checkpoint is None or exported[0].stat().st_mtime >= best_checkpoint.stat().st_mtime
-    ):
-        return exported[0]
-    return best_checkpoint
 
 
 def load_predictor(model_path: Path, labels_path: Path | None = None) -> Predictor:
@@ -271,6 +240,30 @@ def one_line(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
+@dataclass(frozen=True)
+class Views:
+    """Probabilities float32 [N, C] of images and, with test-time augmentation, of their
+    horizontal mirrors (None without)."""
+
+    single: np.ndarray
+    mirrored: np.ndarray | None
+
+    def mean(self) -> np.ndarray:
+        """The test-time-augmented probabilities: the mean of the views."""
+        return self.single if self.mirrored is None else (self.single + self.mirrored) / 2
+
+
+def predict_views(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, mirror: bool
+) -> Views:
+    """`predict` (RGB [N, S, S, 3] -> probabilities [N, C]) on images and, with `mirror`, on
+    their left-right mirrors: one pass per view, so a caller can report both single-view and
+    test-time-augmented results."""
+    single = np.asarray(predict(images), dtype=np.float32)
+    mirrored = np.asarray(predict(images[:, :, ::-1]), dtype=np.float32) if mirror else None
+    return Views(single, mirrored)
+
+
 def predict_files(
     predictor: Predictor,
     paths: Iterable[str | Path],
@@ -280,7 +273,7 @@ def predict_files(
     tta: bool = False,
 ) -> tuple[list[FilePrediction], list[InputError]]:
     """Top-k predictions for each image file; unreadable files become errors, the rest are still
-    predicted. Images are decoded and resized by idenprof.imaging, as training does, and loaded
+    predicted. Images are decoded and resized by idenprof.data.imaging, as training does, and loaded
     `batch_size` at a time (memory stays bounded for large folders).
 
     With `tta`, each image's probabilities are the mean over it and its horizontal mirror.
@@ -303,13 +296,9 @@ def predict_files(
                 errors.append(InputError(path, str(e)))
         if not images:
             continue
-        batch = np.stack(images)
-        if tta:
-            # Mirror along the width axis; both halves go through the model as one batch.
-            both = predictor.predict(np.concatenate([batch, batch[:, :, ::-1]]), batch_size * 2)
-            probabilities = (both[: len(batch)] + both[len(batch) :]) / 2
-        else:
-            probabilities = predictor.predict(batch, batch_size)
+        probabilities = predict_views(
+            lambda x: predictor.predict(x, batch_size), np.stack(images), tta
+        ).mean()
         for path, row in zip(loaded_paths, probabilities, strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
             results.append(

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-# Written last by train.py, so its presence marks a finished run.
-METRICS_FILENAME = "metrics.json"
-
-
-def predict_views(model, images: np.ndarray, *, batch_size: int = 64, mirror: bool = True):
-    """(probabilities of the images, of their horizontal mirrors or None), float32 [N, C] each:
-    one pass per view, so a caller can report single-view and TTA accuracy from the same passes."""
-    single = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
-    if not mirror:
-        return single, None
-    mirrored = model.predict(images[:, :, ::-1, :], batch_size=batch_size, verbose=0)
-    return single, np.asarray(mirrored, dtype=np.float32)
+from idenprof.files import atomic_write
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
@@ -44,12 +31,6 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
     }
-
-
-def write_json_atomically(data: dict, path: Path) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_history_csv(path: Path) -> dict[str, list[float]]:
@@ -77,7 +58,7 @@ def plot_training_curves(history_csv: Path, out_png: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out_png
 
@@ -102,6 +83,6 @@ def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], ou
                     color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
     ax.set_title("confusion matrix (test split)")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out_png

@@ -71,10 +71,6 @@ def plan_runtime(
     optimizer step across all replicas); it must divide evenly among replicas."""
     if precision == "mixed":  # the train.py issue's name: the best mixed precision for the device
         precision = "auto" if not env.gpus else "float16"
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-    if xla not in XLA_MODES:
-        raise ConfigError(f"--xla {xla!r} is unknown; choose one of {', '.join(XLA_MODES)}")
 
     on_gpu = bool(env.gpus)
     notes = []
@@ -96,8 +92,6 @@ def plan_runtime(
     else:
         strategy = "default"
     replicas = len(devices) * workers
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive number of images, got {batch_size}")
     if batch_size % replicas:
         raise ConfigError(
             f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "

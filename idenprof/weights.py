@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from idenprof.errors import ConfigError, DownloadError
+from idenprof.errors import DownloadError
 
 # From keras/src/applications/resnet.py: where keras.applications' weights live and their hashes.
 IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -26,7 +26,8 @@ def imagenet_notop_filename(model_name: str) -> str:
 def fetch_imagenet_weights(
     model_name: str, origin: str | None = None, file_hash: str | None = None, cache_dir: str | None = None
 ) -> Path:
-    """Path to the no-top ImageNet weights for `model_name` (downloaded once, then cached).
+    """Path to the no-top ImageNet weights for `model_name`, a key of IMAGENET_NOTOP_MD5
+    (downloaded once, then cached).
 
     `origin`: a mirror URL or a local file (default: keras.applications' URL). `file_hash`: MD5 or
     SHA-256 to check (default: keras.applications' published hash of the file). `cache_dir`:
@@ -34,10 +35,6 @@ def fetch_imagenet_weights(
     """
     import keras
 
-    if model_name not in IMAGENET_NOTOP_MD5:
-        raise ConfigError(
-            f"--weights imagenet is available for {', '.join(IMAGENET_NOTOP_MD5)}, not {model_name}"
-        )
     if origin and Path(origin).is_file():
         return Path(origin)
     filename = imagenet_notop_filename(model_name)
@@ -55,25 +52,30 @@ def fetch_imagenet_weights(
     return Path(path)
 
 
-def build_from_imagenet(config, num_classes: int, cache_dir: str | None = None, image_size: int | None = None):
-    """The config's network with ImageNet weights, caffe-style preprocessing inside (what those
-    weights expect) and a new float32 softmax head for `num_classes`. Its input side is
-    `image_size` (default `config.image_size`; 0 leaves it open)."""
+def imagenet_classifier(model_name: str, num_classes: int, side: int | None):
+    """The keras.applications-compatible network `model_name` without weights: caffe-style
+    preprocessing inside (what the ImageNet weights expect), global average pooling and a new
+    float32 softmax head `predictions` for `num_classes`. Input [N, side, side, 3]; side None
+    leaves it open."""
     import keras
 
     from models import build_model
 
-    if config.width != 1.0 or config.stem != "imagenet":
-        raise ConfigError("--weights imagenet needs the standard network: drop --width and --stem")
-    side = config.image_size if image_size is None else image_size or None
-    weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash, cache_dir)
     base = build_model(
-        config.model,
-        include_top=False,
-        input_shape=(side, side, 3),
-        pooling="avg",
-        preprocessing="caffe",
+        model_name, include_top=False, input_shape=(side, side, 3), pooling="avg", preprocessing="caffe"
     )
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(base.output)
+    return keras.Model(base.input, outputs, name=base.name)
+
+
+def load_imagenet_weights(model, config, cache_dir: str | None = None) -> None:
+    """Fetch (once; then cached) and load the ImageNet weights into `model`, an
+    `imagenet_classifier` of `config.model`; the head keeps its initialisation."""
+    import keras
+
+    weights_path = fetch_imagenet_weights(config.model, config.weights_origin, config.weights_hash, cache_dir)
+    # The no-top file lists the layers up to the pooling, in order: load it into that view.
+    base = keras.Model(model.input, model.get_layer("avg_pool").output)
     try:
         base.load_weights(str(weights_path))
     except Exception as e:  # a wrong or damaged file: Keras raises ValueError/OSError/KeyError
@@ -81,5 +83,3 @@ def build_from_imagenet(config, num_classes: int, cache_dir: str | None = None, 
             f"{weights_path} does not hold {config.model} ImageNet weights ({str(e).splitlines()[0]}); "
             "delete it and run again, or pass the right file with --weights-origin"
         ) from None
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(base.output)
-    return keras.Model(base.input, outputs, name=base.name)

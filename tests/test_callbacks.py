@@ -7,8 +7,9 @@ import errno
 import keras
 import pytest
 
-from idenprof.callbacks import BestModelCheckpoint, find_best_checkpoint, save_model_atomically
+from idenprof.callbacks import BestModelCheckpoint, save_model_atomically
 from idenprof.errors import IdenprofError
+from idenprof.run_folder import RunFolder
 
 
 def small_model():
@@ -45,7 +46,7 @@ def test_an_interrupted_save_never_replaces_the_previous_best(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         save_model_atomically(model, tmp_path / "model-e002-val0.6000.keras")
     assert best.read_bytes() == before
-    assert find_best_checkpoint(tmp_path)[0] == best
+    assert RunFolder(tmp_path).best_checkpoint().path == best
     keras.models.load_model(best)
 
 
@@ -59,7 +60,8 @@ def test_best_checkpoint_keeps_only_the_best_and_remembers_it_after_a_restart(tm
     restarted = BestModelCheckpoint(tmp_path)  # a resumed run reads the best so far from disk
     restarted.set_model(model)
     restarted.on_epoch_end(3, {"val_accuracy": 0.55})
-    assert find_best_checkpoint(tmp_path)[1:] == (2, 0.6)
+    best = RunFolder(tmp_path).best_checkpoint()
+    assert (best.epoch, best.val_accuracy) == (2, 0.6)
 
 
 def test_whole_image_phase_sets_the_flag_for_the_last_fraction_of_epochs_or_time():

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from idenprof.config import PRESETS, TrainConfig, resolve_config
+from idenprof.config import PRESETS, TrainConfig, resolve_config, size_notes
 from idenprof.errors import ConfigError
-from idenprof.training import size_notes
 
 
 def test_defaults_reproduce_the_original_recipe():
@@ -49,12 +48,29 @@ def test_config_round_trips_as_json():
         ({"shift": 1.5}, "--shift is a fraction"),
         ({"lr_decay_factor": 0.0}, "--lr-decay-factor must be in"),
         ({"loader": "generator", "mixup_alpha": 0.2}, "--loader generator"),
+        ({"precision": "float8"}, "--precision 'float8' is unknown"),
+        ({"xla": "maybe"}, "--xla 'maybe' is unknown"),
+        ({"val_fraction": float("nan")}, "--val-fraction must be a finite number"),
+        ({"lr": float("nan")}, "--lr must be a finite number"),
+        ({"lr": float("inf")}, "--lr must be a finite number"),
+        ({"crop_scale": [0.5, float("nan")]}, "--crop-scale must be a finite number"),
+        ({"model": "resnet21"}, "--model 'resnet21' is unknown; choose one of resnet18, resnet34"),
+        ({"stem": "tiny"}, "--stem 'tiny' is unknown"),
+        ({"image_size": 8}, "--image-size 8 is too small for resnet50 with the imagenet stem; use at least 32"),
+        ({"stem": "small", "train_image_size": 4}, "--train-image-size 4 is too small"),
     ],
 )
 def test_bad_values_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:
         resolve_config(None, overrides)
     assert "\n" not in str(info.value)
+
+
+def test_cpu_long_is_the_cpu_recipe_at_a_larger_size_for_longer():
+    cpu, long = PRESETS["cpu"], PRESETS["cpu-long"]
+    differing = {k for k in cpu if cpu[k] != long[k]}
+    assert differing == {"image_size", "train_image_size", "crop_scale", "epochs", "time_budget_min"}
+    assert long["image_size"] > cpu["image_size"] and long["time_budget_min"] > cpu["time_budget_min"]
 
 
 def test_unknown_preset():

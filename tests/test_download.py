@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from http_server import Fault, serve_files
 
-from idenprof.download import (
+from idenprof.data.download import (
     ARCHIVE_FILENAME,
     DEFAULT_DATA_URL,
     download_file,

@@ -15,9 +15,9 @@ from PIL import Image
 from test_export import CLASS_NAMES, IMAGE_SIZE, one_test_image_per_class, tiny_model
 
 from idenprof.class_index import write_class_index
+from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, ModelFileError
 from idenprof.export import export_model
-from idenprof.imaging import load_image_rgb
 from idenprof.inference import (
     expand_inputs,
     load_predictor,

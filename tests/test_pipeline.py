@@ -11,9 +11,12 @@ import pytest
 import tensorflow as tf
 from archive_subsets import CLASS_NAMES
 
-import idenprof.pipeline as pipeline
+import idenprof.data.decoded as decoded_module
+from idenprof.data.augment import AugmentConfig
+from idenprof.data.batches import make_dataset
+from idenprof.data.decoded import decode_images
+from idenprof.data.generator import make_generator
 from idenprof.errors import ConfigError
-from idenprof.pipeline import AugmentConfig, decode_images, make_dataset, make_generator
 
 SIZE = 32
 NUM_CLASSES = len(CLASS_NAMES)
@@ -257,7 +260,7 @@ def test_second_decode_with_cache_dir_reuses_the_cache(train_samples, decoded, t
     def must_not_decode(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(pipeline, "load_image_rgb", must_not_decode)
+    monkeypatch.setattr(decoded_module, "load_image_rgb", must_not_decode)
     second = decode_images(train_samples, SIZE, cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(second.images, first.images)
     np.testing.assert_array_equal(second.images, decoded.images)
@@ -272,13 +275,13 @@ def test_cache_is_not_reused_for_changed_files_or_size(small_dataset, tmp_path, 
     decode_images(samples, SIZE, cache_dir=cache, progress=False)
 
     calls = []
-    real_load = pipeline.load_image_rgb
+    real_load = decoded_module.load_image_rgb
 
     def counting_load(path, size=None):
         calls.append(path)
         return real_load(path, size=size)
 
-    monkeypatch.setattr(pipeline, "load_image_rgb", counting_load)
+    monkeypatch.setattr(decoded_module, "load_image_rgb", counting_load)
     decode_images(samples, SIZE, cache_dir=cache, progress=False)
     assert calls == []
     decode_images(samples, SIZE * 2, cache_dir=cache, progress=False)

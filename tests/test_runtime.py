@@ -65,11 +65,7 @@ def test_logical_cpu_devices_use_mirrored_strategy():
     assert plan.strategy == "mirrored" and plan.devices == ("CPU:0", "CPU:1") and plan.per_replica_batch == 4
 
 
-def test_bad_values_are_config_errors():
-    with pytest.raises(ConfigError, match="--precision"):
-        plan_runtime(Environment(), precision="float8")
-    with pytest.raises(ConfigError, match="--xla"):
-        plan_runtime(Environment(), xla="maybe")
+def test_a_batch_that_does_not_split_over_the_replicas_is_a_config_error():
     with pytest.raises(ConfigError, match="multiple of 4"):
         plan_runtime(Environment(gpus=("GPU:0", "GPU:1", "GPU:2", "GPU:3")), batch_size=30)
 

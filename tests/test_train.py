@@ -14,7 +14,7 @@ from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
 from idenprof.errors import ConfigError
-from idenprof.training import make_learning_rate, prepare_run_dir, save_run_config
+from idenprof.training import make_learning_rate, open_run_folder, save_run_config
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +96,11 @@ def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_p
     from idenprof.runtime import Environment, plan_runtime
 
     started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
-    run_dir = prepare_run_dir(started)
-    save_run_config(run_dir, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
+    run = open_run_folder(started)
+    save_run_config(run, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
     with pytest.raises(ConfigError, match=r"unfinished run with different settings \(lr\)"):
-        prepare_run_dir(resolve_config("cpu", {"run_dir": str(run_dir), "lr": 1e-2}))
-    assert prepare_run_dir(resolve_config("cpu", {"run_dir": str(run_dir), "fused_batch_norm": False})) == run_dir
+        open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "lr": 1e-2}))
+    assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "fused_batch_norm": False})) == run
 
 
 @pytest.mark.parametrize(

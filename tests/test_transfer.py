@@ -13,7 +13,7 @@ from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
 from idenprof.config import resolve_config
 from idenprof.errors import ConfigError, DownloadError
-from idenprof.weights import build_from_imagenet, imagenet_notop_filename
+from idenprof.weights import imagenet_classifier, imagenet_notop_filename, load_imagenet_weights
 
 FILENAME = imagenet_notop_filename("resnet50")
 
@@ -31,6 +31,13 @@ def notop_weights(tmp_path_factory):
 
 def transfer_config(**overrides):
     return resolve_config(None, {"model": "resnet50", "weights": "imagenet", "image_size": 32, **overrides})
+
+
+def build_from_imagenet(config, num_classes, cache_dir=None):
+    """What training does: build the network, then load the ImageNet weights into it."""
+    model = imagenet_classifier(config.model, num_classes, config.image_size)
+    load_imagenet_weights(model, config, cache_dir=cache_dir)
+    return model
 
 
 def test_weights_come_from_the_mirror_once_and_load_with_caffe_preprocessing(notop_weights, tmp_path):
@@ -72,5 +79,6 @@ def test_a_local_weights_file_and_an_unreachable_mirror(notop_weights, tmp_path)
 
 def test_imagenet_weights_only_for_the_published_networks():
     with pytest.raises(ConfigError, match="resnet50, resnet101, resnet152"):
-        build_from_imagenet(resolve_config(None, {"model": "resnet18", "weights": "imagenet",
-                                                  "stem": "imagenet", "image_size": 32}), 10)
+        resolve_config(None, {"model": "resnet18", "weights": "imagenet", "stem": "imagenet", "image_size": 32})
+    with pytest.raises(ConfigError, match="drop --width and --stem"):
+        transfer_config(width=0.5)

@@ -14,8 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idenprof.errors import ConfigError, DatasetError
-from idenprof.imaging import IMAGE_EXTENSIONS, is_image_filename
+from idenprof.errors import DatasetError
+from idenprof.data.imaging import IMAGE_EXTENSIONS, is_image_filename
 
 Sample = tuple[str, int]  # (image file path, class index)
 
@@ -174,13 +174,7 @@ def stratified_split(
 
     Returns:
         (train, val).
-
-    Raises ConfigError unless 0 <= val_fraction < 1.
     """
-    if not 0 <= val_fraction < 1:
-        raise ConfigError(
-            f"val_fraction must be at least 0 and below 1, got {val_fraction}; e.g. 0.1"
-        )
     by_class: dict[int, list[int]] = defaultdict(list)
     for position, (_, label) in enumerate(samples):
         by_class[label].append(position)

@@ -1,0 +1,162 @@
+"""The run folder: every file a training run writes, its names and how to read them back.
+
+    runs/<name>/
+      config.json                      the resolved config and runtime plan
+      class_index.json                 {"0": "chef", ...}: output position -> class name
+      model-eEEE-valA.AAAA.keras/.h5   the best checkpoint by validation accuracy
+      metrics.csv                      per-epoch metrics (Keras CSVLogger)
+      metrics.json                     test report of the best checkpoint; written last, so its
+                                       presence marks a finished run
+      training_curves.png, confusion_matrix.png
+      time_budget.json                 time spent so far, with --time-budget-min
+      logs/                            TensorBoard
+      backup/                          resume state while the run is unfinished
+      export/                          model.keras, model.h5, saved_model/, model.tflite, class_index.json
+
+Training, inference and the tools read these names from here only. TensorFlow-free, so infer.py
+can find a model without importing it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASS_INDEX_FILENAME = "class_index.json"
+REPORT_FILENAME = "metrics.json"
+# export/: file names of each format, and the serving interface every format shares.
+EXPORT_DIRNAME = "export"
+EXPORT_FILENAMES = {
+    "keras": "model.keras",
+    "h5": "model.h5",
+    "saved_model": "saved_model",
+    "tflite": "model.tflite",
+}
+SAVED_MODEL_MARKER = "saved_model.pb"
+PIXELS_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+OUTPUT_KEY = "probabilities"
+# Which export inference prefers: LiteRT starts fastest (docs/BENCHMARKS.md).
+EXPORT_PREFERENCE = ("tflite", "keras", "h5", "saved_model")
+
+_CHECKPOINT_NAME = re.compile(r"^model-e(\d{3,})-val(\d+\.\d{4})\.(keras|h5)$")
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """A best-model checkpoint file; orders by validation accuracy, then epoch."""
+
+    val_accuracy: float
+    epoch: int  # 1-based
+    path: Path
+
+
+def checkpoint_name(epoch: int, val_accuracy: float, suffix: str = ".keras") -> str:
+    """`model-e{epoch:03d}-val{val_accuracy:.4f}{suffix}`; epoch is 1-based."""
+    return f"model-e{epoch:03d}-val{val_accuracy:.4f}{suffix}"
+
+
+def parse_checkpoint_name(name: str) -> tuple[int, float, str] | None:
+    """(epoch, val_accuracy, suffix) of a checkpoint file name, or None for any other name."""
+    match = _CHECKPOINT_NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(1)), float(match.group(2)), "." + match.group(3)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run's files (nothing is created by constructing it)."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def class_index_path(self) -> Path:
+        return self.path / CLASS_INDEX_FILENAME
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_FILENAME
+
+    @property
+    def curves_png(self) -> Path:
+        return self.path / "training_curves.png"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+    @property
+    def time_budget_path(self) -> Path:
+        return self.path / "time_budget.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path / "backup"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / EXPORT_DIRNAME
+
+    def is_finished(self) -> bool:
+        """Whether the run wrote its final report (training, evaluation and export are done)."""
+        return self.report_path.is_file()
+
+    def checkpoint_path(self, epoch: int, val_accuracy: float, suffix: str = ".keras") -> Path:
+        return self.path / checkpoint_name(epoch, val_accuracy, suffix)
+
+    def checkpoints(self, suffix: str = ".keras") -> list[Checkpoint]:
+        """The checkpoint files with `suffix` in the folder, best last."""
+        found = []
+        if self.path.is_dir():
+            for path in self.path.iterdir():
+                parsed = parse_checkpoint_name(path.name)
+                if parsed and parsed[2] == suffix and path.is_file():
+                    found.append(Checkpoint(parsed[1], parsed[0], path))
+        return sorted(found)
+
+    def best_checkpoint(self) -> Checkpoint | None:
+        """The best `.keras` checkpoint, else the best `.h5` one; None when there is none."""
+        for suffix in (".keras", ".h5"):
+            found = self.checkpoints(suffix)
+            if found:
+                return found[-1]
+        return None
+
+    def exported_models(self) -> list[Path]:
+        """The exported models present in export/, in EXPORT_PREFERENCE order."""
+        found = []
+        for fmt in EXPORT_PREFERENCE:
+            path = self.export_dir / EXPORT_FILENAMES[fmt]
+            present = (path / SAVED_MODEL_MARKER).is_file() if fmt == "saved_model" else path.is_file()
+            if present:
+                found.append(path)
+        return found
+
+    def model_for_inference(self) -> Path | None:
+        """The model infer.py uses for this run, or None when it holds no model.
+
+        The preferred export when export/ is at least as new as the best checkpoint (a resumed run
+        may have a newer checkpoint than its last export); otherwise the best checkpoint.
+        """
+        best = self.best_checkpoint()
+        exported = self.exported_models()
+        if exported and (best is None or exported[0].stat().st_mtime >= best.path.stat().st_mtime):
+            return exported[0]
+        return best.path if best else None

@@ -321,17 +321,19 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
     return model
 
 
-def saved_model_for(config: TrainConfig, num_classes: int):
-    """What a checkpoint saves of the training model: itself, or, when training used another
-    image size or fused batch norm, the same weights in the network `build_network` makes: input
-    `image_size` square (what inference reads), Keras' own layers (what loads anywhere)."""
-    if not config.trains_at_other_size() and not config.fused_batch_norm:
-        return None
+def checkpoint_model_for(config: TrainConfig, num_classes: int):
+    """`model -> model`: what a best checkpoint saves of the training model. The same weights in
+    the network `build_network` makes (input `image_size` square, what inference reads; Keras'
+    own batch-norm layers, what loads anywhere), computing in float32 whatever the training
+    precision: a checkpoint is a model to hand to other programs, like the exports."""
+    from idenprof.export import float32_copy
 
     def portable_copy(model):
-        portable = build_network(config, num_classes)
-        portable.set_weights(model.get_weights())
-        return portable
+        if config.trains_at_other_size() or config.fused_batch_norm:
+            portable = build_network(config, num_classes)
+            portable.set_weights(model.get_weights())
+            model = portable
+        return float32_copy(model)
 
     return portable_copy
 
@@ -387,7 +389,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     callbacks = [
         LearningRateLogger(),
         keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
-        BestModelCheckpoint(run.path, to_saved=saved_model_for(config, num_classes)),
+        BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes)),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False),
         EpochTimeEstimate(steps, log=log),

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from idenprof.config import resolve_config
 from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import compile_model, saved_model_for
+from idenprof.training import checkpoint_model_for, compile_model
 from models import ResNet18
 from models.batch_norm import FusedBatchNormalization, use_fused_batch_norm
 
@@ -110,7 +110,7 @@ def test_train_py_trains_fused_and_saves_keras_layers():
     plan = plan_runtime(Environment(), precision="float32", xla="off", batch_size=config.batch_size)
     training_model = compile_model(config, plan, num_classes=10, steps_per_epoch=10)
     assert all(type(layer) is FusedBatchNormalization for layer in batch_norm_layers(training_model))
-    saved = saved_model_for(config, 10)(training_model)
+    saved = checkpoint_model_for(config, 10)(training_model)
     assert all(type(layer) is keras.layers.BatchNormalization for layer in batch_norm_layers(saved))
     np.testing.assert_allclose(saved.predict(IMAGES, verbose=0), training_model.predict(IMAGES, verbose=0),
                                atol=1e-6)
@@ -119,4 +119,4 @@ def test_train_py_trains_fused_and_saves_keras_layers():
                                     "fused_batch_norm": False})
     model = compile_model(unfused, plan, num_classes=10, steps_per_epoch=10)
     assert all(type(layer) is keras.layers.BatchNormalization for layer in batch_norm_layers(model))
-    assert saved_model_for(unfused, 10) is None
+    assert checkpoint_model_for(unfused, 10)(model) is model  # already float32 Keras layers: saved as is

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_export import CLASS_NAMES, one_test_image_per_class, tiny_model
+from test_export import CLASS_NAMES
 from test_inference import bad_inputs, make_run
 
-from idenprof.export import export_model
 from idenprof.inference import load_predictor, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,20 +33,8 @@ def prediction_lines(stdout: str) -> list[tuple[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out_dir = tmp_path_factory.mktemp("export")
-    export_model(tiny_model(), out_dir, CLASS_NAMES)
-    return out_dir
-
-
-@pytest.fixture(scope="module")
 def tflite(export_dir) -> str:
     return str(export_dir / "model.tflite")
-
-
-@pytest.fixture(scope="module")
-def photos(small_dataset) -> list[Path]:
-    return one_test_image_per_class(small_dataset)
 
 
 def test_one_photo_prints_five_classes_in_percent_most_likely_first(tflite, photos):

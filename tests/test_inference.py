@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_export import CLASS_NAMES, IMAGE_SIZE, one_test_image_per_class, tiny_model
+from test_export import CLASS_NAMES, IMAGE_SIZE
 
 from idenprof.class_index import write_class_index
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.export import export_model
 from idenprof.inference import (
     expand_inputs,
     load_predictor,
@@ -26,18 +25,6 @@ from idenprof.inference import (
 )
 
 FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite"]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out_dir = tmp_path_factory.mktemp("export")
-    export_model(tiny_model(), out_dir, CLASS_NAMES)
-    return out_dir
-
-
-@pytest.fixture(scope="module")
-def photos(small_dataset) -> list[Path]:
-    return one_test_image_per_class(small_dataset)
 
 
 @pytest.fixture(scope="module")

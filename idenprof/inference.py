@@ -5,8 +5,9 @@
 
 Backends: Keras (.keras, .h5), TensorFlow SavedModel (a folder), and LiteRT (.tflite). This
 module imports TensorFlow only inside the Keras and SavedModel loaders, so predicting with a
-.tflite model starts in well under a second. The image size comes from the model's input shape
-and the class names from the class index JSON next to the model: neither is typed anywhere else.
+.tflite model starts without it (docs/BENCHMARKS.md has the cold-start times). The image size
+comes from the model's input shape and the class names from the class index JSON next to the
+model: neither is typed anywhere else.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def test_accuracy_plot_draws_run_folders_and_recorded_runs(tmp_path):
     run.mkdir()
     (run / "metrics.json").write_text('{"top1": 0.785, "train_seconds": 1170.7}')
     recorded = tmp_path / "runs.csv"
-    recorded.write_text("label,minutes,top1,date\ncpu seed 0,19.5,0.8045,2026-11-25\ncpu seed 1,19.5,0.7865,2026-11-25\n")
+    recorded.write_text("label,minutes,top1,date\n"
+                        "cpu seed 0,19.5,0.8045,2026-11-25\ncpu seed 1,19.5,0.7865,2026-11-25\n")
     out = tmp_path / "plot.png"
     result = run_bench("accuracy_plot.py", recorded, run, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]

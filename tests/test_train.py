@@ -46,7 +46,8 @@ def test_a_run_writes_every_output(finished_run):
     assert metrics["images"] == 50 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
     assert metrics["tta"] is True and 0.0 <= metrics["top1_without_tta"] <= 1.0
     assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 50
-    assert set(metrics["per_class_accuracy"]) == {json.loads((run_dir / "class_index.json").read_text())[str(i)] for i in range(10)}
+    class_index = json.loads((run_dir / "class_index.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == {class_index[str(i)] for i in range(10)}
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((run_dir / "logs").rglob("events.out.tfevents*"))

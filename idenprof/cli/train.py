@@ -47,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--data-dir", "dataset folder holding train/ and test/; downloaded here when missing")
     add(g, "--data-url", "archive URL or local .zip path (default: $IDENPROF_URL, else the IdenProf release)")
     add(g, "--data-sha256", "expected SHA-256 of the downloaded archive")
-    add(g, "--download-only", "download, verify and extract the dataset, print its layout, and stop", action="store_true")
+    add(g, "--download-only", "download, verify and extract the dataset, print its layout, and stop",
+        action="store_true")
     add(g, "--max-per-class", "use at most N training images per class (quick trials)", type=int)
     add(g, "--val-fraction", "hold-out fraction of train used for checkpoint selection", type=float)
     add(g, "--validate-on", "validate on the hold-out, or on test as the original code did", choices=VALIDATE_ON)
-    add(g, "--exclude-test-duplicates", "leave out training images whose bytes also appear in test", action="store_true")
+    add(g, "--exclude-test-duplicates", "leave out training images whose bytes also appear in test",
+        action="store_true")
     add(g, "--loader", "input pipeline: tf.data, or the original ImageDataGenerator", choices=LOADERS)
     add(g, "--cache-dir", "keep decoded images here between runs (default: in memory)")
 
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--optimizer", "optimizer", choices=OPTIMIZERS)
     add(g, "--lr", "base (peak) learning rate", type=float)
     add(g, "--schedule", "learning-rate schedule", choices=SCHEDULES)
-    add(g, "--lr-boundaries", "step schedule: epochs after which the rate is multiplied by --lr-decay-factor", type=ints)
+    add(g, "--lr-boundaries", "step schedule: epochs after which the rate is multiplied by --lr-decay-factor",
+        type=ints)
     add(g, "--lr-decay-factor", "step schedule: factor at each boundary", type=float)
     add(g, "--warmup-epochs", "cosine schedule: linear warm-up length in epochs", type=float)
     add(g, "--momentum", "SGD momentum (Nesterov)", type=float)

@@ -68,3 +68,14 @@ def test_accuracy_plot_rejects_a_csv_without_the_columns(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "columns label, minutes, top1" in result.stderr
     assert not (tmp_path / "plot.png").exists()
+
+
+def test_augment_bench_compares_ours_with_keras_layers_per_job():
+    result = run_bench("augment.py", "--image-size", 32, "--batch-size", 8, "--batches", 2, "--rounds", 1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = dict(re.findall(r"^(.+): ([0-9.]+) images/s$", result.stdout, re.M))
+    assert {"ours mixup", "keras MixUp", "ours cutmix", "keras CutMix"} <= set(rates)
+    ratios = dict(re.findall(r"^ratio (\S+): ([0-9.]+)$", result.stdout, re.M))
+    assert set(ratios) == {"shift+rotation", "mixup", "cutmix"}
+    expected = float(rates["ours mixup"]) / float(rates["keras MixUp"])
+    assert abs(float(ratios["mixup"]) - expected) < 0.01 + 0.01 * expected

@@ -7,25 +7,24 @@ from models.blocks import (
     identity_block,
     stack_blocks,
 )
+from models.common import STEMS, check_input_size, minimum_input_size
 from models.preprocessing import PREPROCESS_PREFIX, PREPROCESSING_MODES, add_preprocessing
+from models.registry import MODEL_BUILDERS, build_model
 from models.resnet import (
-    MODEL_BUILDERS,
-    STEMS,
+    RESNET_SPECS,
     ResNet,
     ResNet18,
     ResNet34,
     ResNet50,
     ResNet101,
     ResNet152,
-    build_model,
-    check_input_size,
-    minimum_input_size,
 )
 
 __all__ = [
     "MODEL_BUILDERS",
     "PREPROCESSING_MODES",
     "PREPROCESS_PREFIX",
+    "RESNET_SPECS",
     "STEMS",
     "ResNet",
     "ResNet18",

@@ -327,13 +327,16 @@ def test_weights_string_that_is_not_a_file_raises_value_error(weights, message):
 
 
 def test_registry_builds_every_variant_by_name():
-    assert list(MODEL_BUILDERS) == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert list(MODEL_BUILDERS) == [
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "densenet121", "densenet169", "densenet201",
+    ]
     model = build_model("resnet34", **TINY)
     assert model.name == "resnet34" and model.output.shape == (None, 5)
 
 
 def test_unknown_model_name_raises_value_error_listing_the_choices():
-    with pytest.raises(ValueError, match="resnet18, resnet34, resnet50, resnet101, resnet152"):
+    with pytest.raises(ValueError, match="resnet18, resnet34, .*, densenet201"):
         build_model("resnet51")
 
 

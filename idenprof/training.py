@@ -269,17 +269,20 @@ def build_network(config: TrainConfig, num_classes: int, image_size: int | None 
     """The config's network, randomly initialised, with preprocessing inside and a float32
     softmax head. Its input is `image_size` (default `config.image_size`) square; `image_size=0`
     leaves height and width open, for training on one size and validating on another."""
-    from models import build_model
+    from models import RESNET_SPECS, build_model
 
     side = config.image_size if image_size is None else image_size or None
     if config.weights == "imagenet":
         from idenprof.weights import imagenet_classifier
 
         return imagenet_classifier(config.model, num_classes, side)
-    return build_model(
-        config.model, input_shape=(side, side, 3), classes=num_classes,
-        width=config.width, stem=config.stem, zero_init_residual=config.zero_init_residual,
-    )
+    options = dict(width=config.width, stem=config.stem)
+    if config.model in RESNET_SPECS:  # only ResNets have residual branches to start at zero
+        options["zero_init_residual"] = config.zero_init_residual
+    try:
+        return build_model(config.model, input_shape=(side, side, 3), classes=num_classes, **options)
+    except ValueError as e:  # models/ says which option cannot work; the config checks catch most
+        raise ConfigError(str(e)) from None
 
 
 def load_starting_weights(model, config: TrainConfig) -> None:
@@ -292,7 +295,7 @@ def load_starting_weights(model, config: TrainConfig) -> None:
 
         load_imagenet_weights(model, config)
         return
-    from models.resnet import load_weights
+    from models.common import load_weights
 
     try:
         load_weights(model, config.weights)

@@ -127,7 +127,8 @@ def test_bad_flag_message_is_one_line_without_traceback(tmp_path):
     result = run_train(["--data-dir", tmp_path, "--model", "resnet21"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --model 'resnet21' is unknown; choose one of resnet18, resnet34, resnet50, resnet101, resnet152"
+        "error: --model 'resnet21' is unknown; choose one of resnet18, resnet34, resnet50, resnet101, resnet152, "
+        "densenet121, densenet169, densenet201"
     ]
 
 

@@ -29,7 +29,7 @@ def ints(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     # The model registry and stems are models/' own lists (importing it loads Keras).
-    from models import MODEL_BUILDERS, STEMS
+    from models import MODEL_BUILDERS
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--cache-dir", "keep decoded images here between runs (default: in memory)")
 
     g = p.add_argument_group("model")
-    add(g, "--model", f"network: {', '.join(MODEL_BUILDERS)}", choices=tuple(MODEL_BUILDERS), metavar="MODEL")
+    add(g, "--model", f"network: {', '.join(MODEL_BUILDERS)}")
     add(g, "--weights", "start from 'imagenet' (ResNet-50/101/152) or a weights file (default: from scratch)")
     add(g, "--weights-origin", "mirror URL or local path for the ImageNet weights file")
     add(g, "--weights-hash", "MD5 or SHA-256 the ImageNet weights file must have (default: Keras' published hash)")
@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--train-image-size", "train on images (or random crops) of this side, cheaper than --image-size "
         "(default: --image-size)", type=int)
     add(g, "--width", "filter-count multiplier for every stage", type=float)
-    add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)",
-        choices=STEMS)
+    add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)")
     add(g, "--zero-init-residual", "start each residual branch's last batch norm at zero", action="store_true")
 
     g = p.add_argument_group("optimisation")

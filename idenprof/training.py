@@ -52,6 +52,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
     seed_everything(config.seed)
     train_samples, val_samples, test_samples = select_samples(layout, config)
+    if "val" in layout.samples and config.validate_on == "holdout":
+        log(f"validation: the val/ folder ({len(val_samples)} images) instead of a hold-out of train/")
     train_data, val_data, test_data = decode_splits(config, train_samples, val_samples, test_samples, log)
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
@@ -65,16 +67,30 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images)
     callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log)
 
+    weights = class_weights(train_data.labels, num_classes, config.class_weight, layout.class_names, log)
     # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=1 if config.progress else 2, shuffle=False)
+                        class_weight=weights, verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
     if not is_chief(tf_config):
         log(f"worker finished {epochs_run} epoch(s); the chief writes the report and exports")
         best = run.best_checkpoint()
         return TrainResult(run.path, best.path if best else None, None, epochs_run, train_seconds)
-    return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log)
+    return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log,
+                      stop_reason=why_training_stopped(callbacks))
+
+
+def why_training_stopped(callbacks) -> str:
+    """What ended `fit`, for the report: early stopping, the time budget, or the last epoch."""
+    from idenprof.callbacks import Patience, TimeBudget
+
+    for callback in callbacks:
+        if isinstance(callback, Patience) and callback.stopped_epoch is not None:
+            return f"early stop: validation accuracy did not improve for {callback.patience} epochs"
+        if isinstance(callback, TimeBudget) and callback.progress() >= 1.0:
+            return "time budget spent"
+    return "all epochs run"
 
 
 def prepare_dataset(config: TrainConfig, log):
@@ -175,6 +191,8 @@ def select_samples(layout, config: TrainConfig):
     test = layout.samples["test"]
     if config.validate_on == "test":
         return list(train), list(test), list(test)
+    if "val" in layout.samples:  # the user's own validation split
+        return list(train), list(layout.samples["val"]), list(test)
     train, val = stratified_split(train, config.val_fraction, config.seed)
     return train, val, list(test)
 
@@ -208,6 +226,20 @@ def batch_fitted_to_data(config: TrainConfig, train_images: int, replicas: int, 
         raise ConfigError(f"only {train_images} training images for {replicas} replicas; use more images per class")
     log(f"note: only {train_images} training images: batch size lowered from {config.batch_size} to {smaller}")
     return dataclasses.replace(config, batch_size=smaller)
+
+
+def class_weights(labels, num_classes: int, mode: str | None, class_names: list[str], log=print):
+    """{class index: loss weight} for `mode` "balanced" (total / (classes x count), printed), else
+    None. Warns when the smallest class has under a tenth of the largest's images, whatever `mode`."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    if counts.min() * 10 < counts.max():
+        log(f"warning: imbalanced training set: {class_names[int(counts.argmin())]} has {counts.min()} images, "
+            f"{class_names[int(counts.argmax())]} {counts.max()}; consider --class-weight balanced")
+    if mode != "balanced":
+        return None
+    weights = {i: float(len(labels) / (num_classes * count)) if count else 0.0 for i, count in enumerate(counts)}
+    log("class weights: " + ", ".join(f"{class_names[i]} {w:.2f}" for i, w in weights.items()))
+    return weights
 
 
 def steps_per_epoch_for(train_images: int, batch_size: int) -> int:
@@ -385,6 +417,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
         BestModelCheckpoint,
         EpochTimeEstimate,
         LearningRateLogger,
+        Patience,
         TimeBudget,
         WholeImagePhase,
     )
@@ -409,10 +442,12 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     if whole_images is not None:
         callbacks.append(WholeImagePhase(whole_images, config.whole_image_fraction, config.epochs,
                                          progress=budget.progress if budget else None))
+    if config.patience:
+        callbacks.append(Patience(config.patience, run.metrics_csv, log=log))
     return callbacks
 
 
-def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_run, log):
+def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_run, log, stop_reason=None):
     """Evaluate the best checkpoint once on the test split, write the report and the exports."""
     import keras
 
@@ -437,7 +472,7 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
         probs[keep], test_data.labels[keep], class_names)["top1"] if keep.any() else None
     metrics.update(
         best_model=best.path.name, best_epoch=best.epoch, best_val_accuracy=best.val_accuracy,
-        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta,
+        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta, stop_reason=stop_reason,
         evaluated_on="test" if config.validate_on == "holdout" else "test (also used for validation)",
     )
     plot_training_curves(run.metrics_csv, run.curves_png)

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from idenprof.config import LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
+from idenprof.config import CLASS_WEIGHTS, LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
 DEFAULTS = TrainConfig()
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--momentum", "SGD momentum (Nesterov)", type=float)
     add(g, "--weight-decay", "decoupled weight decay (adamw, sgd)", type=float)
     add(g, "--label-smoothing", "label smoothing", type=float)
+    add(g, "--class-weight", "balanced: weight each class's loss by its rarity (for imbalanced folders)",
+        choices=CLASS_WEIGHTS)
+    add(g, "--patience", "stop when validation accuracy has not improved for N epochs (the best checkpoint is kept)",
+        type=int)
     add(g, "--time-budget-min", "end training when this many minutes (from the start) are spent; "
         "with --schedule cosine the schedule ends with the budget", type=float)
 
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("machinery and output")
     add(g, "--preset", f"a named recipe: {', '.join(PRESETS)}; other flags override it")
+    add(g, "--config", "replay a run: its runs/<run>/config.json; other flags override it")
     add(g, "--precision", "auto (float16 on GPU, bfloat16 on CPUs with native bf16, else float32), "
         "float32, float16, bfloat16, or mixed", choices=PRECISIONS)
     add(g, "--xla", "XLA compilation: auto (on for GPUs), on, off", choices=XLA_MODES)
@@ -117,12 +122,18 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()  # before models/ imports Keras for the --model choices
     args = vars(build_parser().parse_args(argv))
     preset = args.pop("preset", None)
+    replayed = args.pop("config", None)
     # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: resumable, no traceback.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from idenprof.config import resolve_config
+    from idenprof.config import resolve_config, saved_run_settings
     from idenprof.errors import IdenprofError
 
     try:
+        if replayed is not None:
+            if preset is not None:
+                raise IdenprofError("--preset and --config both name a recipe; give one of them")
+            preset, settings = saved_run_settings(replayed)
+            args = {**settings, **args}
         config = resolve_config(preset, args)
         from idenprof.training import train
 

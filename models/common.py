@@ -167,3 +167,38 @@ def make_model(image, input_tensor, outputs, weights, name):
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def applications_variant(builder, spec, default_name, doc):
+    """A keras.applications-style constructor for one row of a spec table: exactly the
+    signature of keras.applications' `ResNet50` (include_top, weights, input_tensor,
+    input_shape, pooling, classes, classifier_activation, name), plus `**options` passed on to
+    `builder(spec, ...)`. Every variant of both families is one call of this."""
+
+    def variant(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=default_name,
+        **options,
+    ):
+        return builder(
+            spec,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            **options,
+        )
+
+    variant.__doc__ = doc
+    return variant
+

@@ -19,6 +19,7 @@ from models.blocks import BN_EPSILON, conv_bn, scale_filters
 from models.common import (
     STEM_FILTERS,
     add_head,
+    applications_variant,
     check_common_options,
     check_stages,
     check_weights,
@@ -137,79 +138,16 @@ def DenseNet(
     return make_model(image, input_tensor, x, weights, name)
 
 
-def DenseNet121(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="densenet121",
-    **options,
-):
-    """DenseNet-121: dense blocks [6, 12, 24, 16]. `options`: keyword options of `DenseNet`."""
-    return DenseNet(
-        DENSENET_SPECS["densenet121"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def DenseNet169(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="densenet169",
-    **options,
-):
-    """DenseNet-169: dense blocks [6, 12, 32, 32]. `options`: keyword options of `DenseNet`."""
-    return DenseNet(
-        DENSENET_SPECS["densenet169"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def DenseNet201(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="densenet201",
-    **options,
-):
-    """DenseNet-201: dense blocks [6, 12, 48, 32]. `options`: keyword options of `DenseNet`."""
-    return DenseNet(
-        DENSENET_SPECS["densenet201"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
+# The variants: keras.applications' constructors, one row of the spec table each.
+DenseNet121 = applications_variant(
+    DenseNet, DENSENET_SPECS["densenet121"], "densenet121",
+    "DenseNet-121: dense blocks [6, 12, 24, 16]. `options`: keyword options of `DenseNet`.",
+)
+DenseNet169 = applications_variant(
+    DenseNet, DENSENET_SPECS["densenet169"], "densenet169",
+    "DenseNet-169: dense blocks [6, 12, 32, 32]. `options`: keyword options of `DenseNet`.",
+)
+DenseNet201 = applications_variant(
+    DenseNet, DENSENET_SPECS["densenet201"], "densenet201",
+    "DenseNet-201: dense blocks [6, 12, 48, 32]. `options`: keyword options of `DenseNet`.",
+)

@@ -18,6 +18,7 @@ from models.blocks import BLOCKS, SHORTCUTS, conv_bn, scale_filters, stack_block
 from models.common import (
     STEM_FILTERS,
     add_head,
+    applications_variant,
     check_choice,
     check_common_options,
     check_stages,
@@ -154,131 +155,24 @@ def ResNet(
     return make_model(image, input_tensor, x, weights, name)
 
 
-def ResNet18(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet18",
-    **options,
-):
-    """ResNet-18: basic blocks [2, 2, 2, 2]. `options`: keyword options of `ResNet`."""
-    return ResNet(
-        RESNET_SPECS["resnet18"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def ResNet34(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet34",
-    **options,
-):
-    """ResNet-34: basic blocks [3, 4, 6, 3]. `options`: keyword options of `ResNet`."""
-    return ResNet(
-        RESNET_SPECS["resnet34"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def ResNet50(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet50",
-    **options,
-):
-    """ResNet-50: bottleneck blocks [3, 4, 6, 3]. `options`: keyword options of `ResNet`."""
-    return ResNet(
-        RESNET_SPECS["resnet50"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def ResNet101(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet101",
-    **options,
-):
-    """ResNet-101: bottleneck blocks [3, 4, 23, 3]. `options`: keyword options of `ResNet`."""
-    return ResNet(
-        RESNET_SPECS["resnet101"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
-
-
-def ResNet152(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet152",
-    **options,
-):
-    """ResNet-152: bottleneck blocks [3, 8, 36, 3]. `options`: keyword options of `ResNet`."""
-    return ResNet(
-        RESNET_SPECS["resnet152"],
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        **options,
-    )
+# The variants: keras.applications' constructors, one row of the spec table each.
+ResNet18 = applications_variant(
+    ResNet, RESNET_SPECS["resnet18"], "resnet18",
+    "ResNet-18: basic blocks [2, 2, 2, 2]. `options`: keyword options of `ResNet`.",
+)
+ResNet34 = applications_variant(
+    ResNet, RESNET_SPECS["resnet34"], "resnet34",
+    "ResNet-34: basic blocks [3, 4, 6, 3]. `options`: keyword options of `ResNet`.",
+)
+ResNet50 = applications_variant(
+    ResNet, RESNET_SPECS["resnet50"], "resnet50",
+    "ResNet-50: bottleneck blocks [3, 4, 6, 3]. `options`: keyword options of `ResNet`.",
+)
+ResNet101 = applications_variant(
+    ResNet, RESNET_SPECS["resnet101"], "resnet101",
+    "ResNet-101: bottleneck blocks [3, 4, 23, 3]. `options`: keyword options of `ResNet`.",
+)
+ResNet152 = applications_variant(
+    ResNet, RESNET_SPECS["resnet152"], "resnet152",
+    "ResNet-152: bottleneck blocks [3, 8, 36, 3]. `options`: keyword options of `ResNet`.",
+)

@@ -195,6 +195,10 @@ def write_models(calibrated, class_names: list[str], folder: Path, log) -> bool:
         return False
     log(f"the float32 models take {models / 1e6:.1f} MB: writing the .tflite with float16 weights")
     export_model(calibrated, folder, class_names, formats=("tflite",), tflite_float16=True)
+    models = sum((folder / EXPORT_FILENAMES[f]).stat().st_size for f in ("keras", "tflite"))
+    if models > SIZE_LIMIT_BYTES - OTHER_FILES_BYTES:
+        raise IdenprofError(f"even with a float16 .tflite the models take {models / 1e6:.1f} MB, over the "
+                            f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit; nothing was replaced")
     return True
 
 

@@ -56,9 +56,11 @@ def labelled_samples(data_dir: Path, class_names: list[str]) -> list[Sample]:
     folders = scan_class_folders(data_dir)
     unknown = [name for name in folders if name not in class_names]
     if unknown:
+        # A dataset root (train/, test/) given in place of one split is the likely mistake.
+        hint = f" (or give one split, e.g. {Path(data_dir) / 'test'})" if {"train", "test"} & set(unknown) else ""
         raise DatasetError(
             f"{data_dir}: class folder(s) {', '.join(unknown)} not among the model's classes "
-            f"({', '.join(class_names)}); rename or remove them"
+            f"({', '.join(class_names)}); rename or remove them{hint}"
         )
     samples = [(path, class_names.index(name)) for name, paths in folders.items() for path in paths]
     if not samples:

@@ -257,14 +257,13 @@ def find_provenance(saved: dict, config, git_commit: str | None) -> Provenance:
         command, command_source = saved["command"], "recorded in config.json"
     else:
         command, command_source = flags_for(config), "rebuilt from the settings in config.json"
-    git = saved.get("git") or {}
     if git_commit:
         commit, commit_source = git_commit, "given to the packaging command"
-    elif git.get("commit"):
-        commit = git["commit"]
-        commit_source = "recorded in config.json" + (" (with uncommitted changes)" if git.get("dirty") else "")
+    elif saved.get("git_commit"):
+        commit = saved["git_commit"]
+        commit_source = "recorded in config.json" + (" (with uncommitted changes)" if saved.get("git_dirty") else "")
     else:
-        commit, commit_source = None, "not recorded (the run predates config.json's git field)"
+        commit, commit_source = None, "not recorded (the run predates config.json's git_commit field)"
     return Provenance(command, command_source, commit, commit_source)
 
 

@@ -150,8 +150,10 @@ def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan) -> N
     started (or last resumed) the run, for the model card (idenprof.packaging)."""
     from idenprof.provenance import command_line, git_commit
 
+    git = git_commit() or {}
     write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict(),
-                           "command": command_line(), "git": git_commit()}, run.config_path)
+                           "command": command_line(), "git_commit": git.get("commit"),
+                           "git_dirty": git.get("dirty")}, run.config_path)
 
 
 def seed_everything(seed: int) -> None:

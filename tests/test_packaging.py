@@ -104,7 +104,7 @@ def test_model_card_of_an_unfinished_run(interim):
 
 def test_finished_run_uses_its_export_report_and_recorded_provenance(small_dataset, tmp_path, interim):
     run = make_run(tmp_path, small_dataset, finished=True,
-                   provenance={"command": "python train.py --preset cpu", "git": {"commit": "a" * 40, "dirty": False}})
+                   provenance={"command": "python train.py --preset cpu", "git_commit": "a" * 40, "git_dirty": False})
     out = tmp_path / "pretrained"
     shutil.copytree(interim["out"], out)  # a previous package is replaced whole
     (out / "stale.txt").write_text("old")

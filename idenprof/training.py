@@ -162,7 +162,14 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
 
 
 def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan) -> None:
-    write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict()}, run.config_path)
+    """config.json: the resolved config, the runtime plan, and the command and git commit that
+    started (or last resumed) the run, for the model card (idenprof.packaging)."""
+    from idenprof.provenance import command_line, git_commit
+
+    git = git_commit() or {}
+    write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict(),
+                           "command": command_line(), "git_commit": git.get("commit"),
+                           "git_dirty": git.get("dirty")}, run.config_path)
 
 
 def seed_everything(seed: int) -> None:

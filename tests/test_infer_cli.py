@@ -14,7 +14,7 @@ import pytest
 from test_export import CLASS_NAMES
 from test_inference import bad_inputs, make_run
 
-from idenprof.inference import load_predictor, predict_files
+from idenprof.inference import PRETRAINED_MODEL, load_predictor, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(\w+) : (\d+\.\d\d)$")
@@ -85,11 +85,12 @@ def test_default_model_is_the_best_of_the_most_recent_run(tmp_path, export_dir, 
     assert len(prediction_lines(done.stdout)) == 5
 
 
-def test_without_any_run_it_says_how_to_get_a_model(tmp_path, photos):
-    done = infer(str(photos[0]), "--runs-dir", str(tmp_path / "runs"))
-    assert done.returncode == 2
-    assert "error: no trained model under" in done.stderr and "python train.py" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_without_any_run_it_uses_the_pretrained_model_of_the_package(tmp_path, photos):
+    done = infer(str(photos[0]), "--runs-dir", str(tmp_path / "runs"), "--json")
+    assert done.returncode == 0, done.stderr
+    results, _ = predict_files(load_predictor(PRETRAINED_MODEL), photos[:1])
+    shown = json.loads(done.stdout)[0]["predictions"]
+    assert [p["class"] for p in shown] == [name for name, _ in results[0].predictions]
 
 
 def test_bad_inputs_are_one_line_each_and_good_images_still_predicted(tflite, photos, tmp_path):

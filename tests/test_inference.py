@@ -131,9 +131,18 @@ def test_default_prefers_a_finished_run_to_a_newer_one_still_training(tmp_path, 
     assert resolve_model_path(None, runs_dir=tmp_path) == training / "model-e003-val0.5000.keras"
 
 
-def test_no_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelFileError, match="no trained model under .*python train.py"):
-        resolve_model_path(None, runs_dir=tmp_path / "runs")
+def test_without_runs_the_pretrained_model_is_the_default(tmp_path, export_dir):
+    shipped = export_dir / "model.tflite"
+    assert resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=shipped) == shipped
+    make_run(tmp_path / "runs", "run", export_dir)  # any run with a model comes first
+    assert resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=shipped) == (
+        tmp_path / "runs" / "run" / "model-e003-val0.5000.keras")
+
+
+def test_no_runs_and_no_pretrained_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="no trained model under .* and no pretrained model at "
+                                             ".*missing.tflite; train one with python train.py"):
+        resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=tmp_path / "missing.tflite")
 
 
 def test_a_file_that_is_not_a_model_kind_is_an_error(tmp_path):

@@ -41,6 +41,9 @@ def test_a_run_writes_every_output(finished_run):
     assert json.loads((run_dir / "class_index.json").read_text())["0"] == "chef"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["model"] == "resnet18" and saved["runtime"]["precision"] == "float32"
+    # Provenance for the model card (idenprof.packaging): the command and the code's commit.
+    assert saved["command"].startswith("python train.py --data-dir ") and "--seed 1 --tta" in saved["command"]
+    assert len(saved["git_commit"]) == 40 and isinstance(saved["git_dirty"], bool)
     assert [int(r["epoch"]) for r in metrics_rows(run_dir)] == list(range(6))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["images"] == 50 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0

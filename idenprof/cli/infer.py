@@ -1,6 +1,7 @@
 """Predict the top professions of photos with a trained IdenProf model.
 
     python infer.py photo.jpg                  # best model of the most recent finished run under runs/
+                                               # (the pretrained model shipped in idenprof/ without one)
     python infer.py photos/ more/*.jpg --top 3 --json
     python infer.py photo.jpg --model runs/resnet50/export/model.tflite
 
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         help="a .keras/.h5/.tflite file, SavedModel folder or run folder "
-        "(default: best model of the most recent finished run under runs/)",
+        "(default: best model of the most recent finished run under runs/, else the pretrained "
+        "model in idenprof/pretrained/)",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
     parser.add_argument("--labels", type=Path, help="class index JSON (default: beside the model)")

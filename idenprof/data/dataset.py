@@ -167,6 +167,19 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
     return DatasetLayout(root, class_names, samples, duplicates)
 
 
+def scan_class_folders(root: Path) -> dict[str, list[str]]:
+    """{class folder name: its image files, sorted} for a folder with one subfolder per class
+    (IdenProf's test/, or your own photos). Hidden folders and non-image files are ignored; a
+    class folder may be empty. Raises DatasetError when `root` is missing or has no subfolder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; give a folder with one subfolder of photos per class")
+    classes = _subfolders(root)
+    if not classes:
+        raise DatasetError(f"{root} has no class folders; put each class's photos in a subfolder named after it")
+    return {name: _image_files(root / name) for name in classes}
+
+
 def stratified_split(
     samples: list[Sample], val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:

@@ -43,7 +43,7 @@ def installed(tmp_path_factory):
     return env_dir, workdir, wheel
 
 
-@pytest.mark.parametrize("command, expected", [("idenprof-train", "--preset"), ("idenprof-infer", "--top")])
+@pytest.mark.parametrize("command, expected", [("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out")])
 def test_console_commands_answer_help(installed, command, expected):
     env_dir, workdir, _ = installed
     result = subprocess.run([str(env_dir / "bin" / command), "--help"], cwd=workdir,
@@ -71,3 +71,4 @@ def test_the_wheel_carries_both_packages_and_no_data_or_runs(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("idenprof/data/") for n in names) and "models/resnet.py" in names
     assert not any(n.startswith(("runs/", "data/", "tests/")) for n in names)
+    assert "idenprof/pretrained/model.tflite" in names  # the shipped model travels with the package

@@ -43,7 +43,9 @@ def installed(tmp_path_factory):
     return env_dir, workdir, wheel
 
 
-@pytest.mark.parametrize("command, expected", [("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out")])
+@pytest.mark.parametrize("command, expected", [
+    ("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out"),
+])
 def test_console_commands_answer_help(installed, command, expected):
     env_dir, workdir, _ = installed
     result = subprocess.run([str(env_dir / "bin" / command), "--help"], cwd=workdir,

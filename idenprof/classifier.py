@@ -164,16 +164,16 @@ class Classifier:
         beside = path.parent / EXPORT_FILENAMES["keras"]
         return beside if beside.is_file() else None
 
-    def heatmap(
-        self, image: ImageInput, class_name: str | None = None, max_side: int = 512
-    ) -> HeatMap:
-        """Where the model looks when it sees `class_name` (default: its top class) in `image`:
-        Grad-CAM on the last convolutional stage, upsampled bilinearly to the photo (shrunk to
-        at most `max_side` pixels a side) and blended over it, as a PNG.
+    def class_activation(
+        self, image: ImageInput, class_name: str | None = None
+    ) -> tuple[str, np.ndarray]:
+        """(class name, Grad-CAM map float32 [h, w] in 0..1) of `image` for `class_name`
+        (default: the top class): where in the model's view of the image the evidence for that
+        class lies, on the grid of its last convolutional stage.
 
         Loads the Keras model on first use (imports TensorFlow). Raises ConfigError for an
         unknown class, ModelFileError when no Keras model is available."""
-        from idenprof import gradcam
+        from idenprof.gradcam import GradCam
 
         if class_name is not None and class_name not in self.class_names:
             raise ConfigError(
@@ -192,10 +192,19 @@ class Classifier:
                         f"heat maps need a Keras model (.keras) and there is none beside "
                         f"{self.model_path}"
                     )
-                self._gradcam = gradcam.GradCam.from_file(keras_path)
+                self._gradcam = GradCam.from_file(keras_path)
             cam = self._gradcam(pixels, [class_index])[0]
-        photo = display_pixels(image, max_side)
-        return HeatMap(self.class_names[class_index], gradcam.overlay_png(photo, cam))
+        return self.class_names[class_index], cam
+
+    def heatmap(
+        self, image: ImageInput, class_name: str | None = None, max_side: int = 512
+    ) -> HeatMap:
+        """`class_activation` upsampled bilinearly to the photo (shrunk to at most `max_side`
+        pixels a side) and blended over it, as a PNG."""
+        from idenprof.gradcam import overlay_png
+
+        name, cam = self.class_activation(image, class_name)
+        return HeatMap(name, overlay_png(display_pixels(image, max_side), cam))
 
     def warm_up(self, heatmaps: bool = False) -> None:
         """One prediction (and heat map) on a blank image, so the first real request does not pay

@@ -8,7 +8,8 @@ const drop = document.getElementById("drop");
 const TOP = 5;
 
 function percent(probability) {
-  return (probability * 100).toFixed(probability >= 0.9995 || probability < 0.0005 ? 0 : 1) + "%";
+  if (probability < 0.0005) return "<0.1%";
+  return (probability * 100).toFixed(probability >= 0.9995 ? 0 : 1) + "%";
 }
 
 async function askServer(file, className) {

@@ -174,3 +174,42 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class Patience(keras.callbacks.Callback):
+    """Stop when `monitor` has not improved for `patience` epochs (early stopping that survives a
+    resume: the epochs already in `history_csv`, Keras' CSVLogger file, count too). The best
+    checkpoint is BestModelCheckpoint's job; this only stops."""
+
+    def __init__(self, patience: int, history_csv: Path, monitor: str = "val_accuracy", log=print):
+        super().__init__()
+        self.patience = patience
+        self.history_csv = Path(history_csv)
+        self.monitor = monitor
+        self.log = log
+        self.stopped_epoch: int | None = None  # 1-based, set when this callback stopped the run
+
+    def on_train_begin(self, logs=None):
+        from idenprof.report import read_history_csv
+
+        earlier = read_history_csv(self.history_csv).get(self.monitor, []) if self.history_csv.is_file() else []
+        self.best, self.wait = -math.inf, 0
+        for value in earlier:
+            self._update(value)
+
+    def _update(self, value: float) -> None:
+        if value > self.best:
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        self._update(float(value))
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            self.log(f"early stop after epoch {epoch + 1}: {self.monitor} has not improved for "
+                     f"{self.patience} epochs (best {self.best:.4f})")

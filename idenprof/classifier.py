@@ -11,7 +11,6 @@ format) and idenprof.data.imaging (turning any photo into model pixels, as train
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from idenprof.calibration import read_min_confidence
 from idenprof.data.imaging import load_image_rgb, rgb_pixels
 from idenprof.errors import ConfigError, ModelFileError
 from idenprof.inference import (
@@ -33,7 +33,7 @@ from idenprof.inference import (
     resolve_model_path,
     top_predictions,
 )
-from idenprof.run_folder import CALIBRATION_FILENAME, EXPORT_FILENAMES, MIN_CONFIDENCE_KEY
+from idenprof.run_folder import EXPORT_FILENAMES
 
 # What `predict` accepts as one image: a file path, encoded file bytes, a PIL image, or pixels
 # [H, W, 3] / [H, W] (uint8, or float 0..255).
@@ -231,24 +231,6 @@ def checked_top(top: int) -> int:
     return int(top)
 
 
-def read_min_confidence(model_path: Path) -> float:
-    """`min_confidence` from calibration.json beside the model (inside a SavedModel folder, or
-    beside it); 0.0 when there is no such file."""
-    candidates = [model_path.parent / CALIBRATION_FILENAME]
-    if model_path.is_dir():
-        candidates.insert(0, model_path / CALIBRATION_FILENAME)
-    for path in candidates:
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text())[MIN_CONFIDENCE_KEY]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise ModelFileError(
-                    f"{path}: expected JSON with a number {MIN_CONFIDENCE_KEY!r} ({e})"
-                ) from None
-            return checked_min_confidence(value, str(path))
-    return 0.0
-
-
 def checked_min_confidence(value, source: str = "min_confidence") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         math.isfinite(value) and 0 <= value <= 1
@@ -278,5 +260,5 @@ def load(
     model_path = resolve_model_path(None if model is None else str(model), Path(runs_dir))
     predictor = load_predictor(model_path, None if labels is None else Path(labels))
     if min_confidence is None:
-        min_confidence = read_min_confidence(model_path)
+        min_confidence = read_min_confidence(model_path) or 0.0
     return Classifier(predictor, checked_min_confidence(min_confidence))

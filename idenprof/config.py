@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from idenprof.errors import ConfigError
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
+CLASS_WEIGHTS = ("balanced",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")
 LOADERS = ("tfdata", "generator")
@@ -53,6 +54,8 @@ class TrainConfig:
     momentum: float = 0.9  # SGD
     weight_decay: float = 0.0  # AdamW and SGD (decoupled)
     label_smoothing: float = 0.0
+    class_weight: str | None = None  # "balanced": weight each class's loss by total / (classes x its count)
+    patience: int | None = None  # stop when validation accuracy has not improved for this many epochs
     # Augmentation (the original: horizontal flips)
     flip: bool = True
     crop_scale: list[float] | None = None  # random-resized-crop area range, e.g. [0.35, 1.0]
@@ -109,6 +112,28 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def saved_run_settings(path) -> tuple[str | None, dict]:
+    """(preset, settings) of a run's saved config.json, to replay that run: `resolve_config(preset,
+    {**settings, **flags})` gives the same config, with flags given on the command line winning.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not a run's config.
+    """
+    from pathlib import Path
+
+    try:
+        saved = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror}); give a run's config.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"--config {path} is not JSON; give a run's config.json") from None
+    settings = saved.get("config", saved) if isinstance(saved, dict) else None
+    if not isinstance(settings, dict) or "model" not in settings:
+        raise ConfigError(f"--config {path} is not a run's config.json (no model setting)")
+    settings = dict(settings)
+    return settings.pop("preset", None), settings
+
+
 def resolve_config(preset: str | None, overrides: dict) -> TrainConfig:
     """Defaults, then the preset, then explicit overrides (flags). Validates the result."""
     if preset is not None and preset not in PRESETS:
@@ -149,6 +174,8 @@ def validate_config(c: TrainConfig) -> None:
     positive("width", c.width)
     if c.max_per_class is not None:
         positive("max_per_class", c.max_per_class)
+    if c.patience is not None:
+        positive("patience", c.patience)
     if c.time_budget_min is not None:
         positive("time_budget_min", c.time_budget_min)
     for name, value, choices in (
@@ -156,11 +183,12 @@ def validate_config(c: TrainConfig) -> None:
         ("schedule", c.schedule, SCHEDULES),
         ("loader", c.loader, LOADERS),
         ("validate-on", c.validate_on, VALIDATE_ON),
+        ("class-weight", c.class_weight, (None, *CLASS_WEIGHTS)),
         ("precision", c.precision, PRECISIONS),
         ("xla", c.xla, XLA_MODES),
     ):
         if value not in choices:
-            raise ConfigError(f"--{name} {value!r} is unknown; choose one of {', '.join(choices)}")
+            raise ConfigError(f"--{name} {value!r} is unknown; choose one of {', '.join(c for c in choices if c)}")
     if not 0.0 <= c.val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {c.val_fraction}")
     if c.validate_on == "holdout" and c.val_fraction == 0.0:

@@ -47,6 +47,7 @@ def export_model(
     out_dir: Path,
     class_names: list[str],
     formats: tuple[str, ...] = FORMATS,
+    tflite_float16: bool = False,
 ) -> dict[str, Path]:
     """Write `model` in each of `formats` plus class_index.json into `out_dir`.
 
@@ -56,6 +57,8 @@ def export_model(
         out_dir: created if missing; existing exports of the same names are replaced.
         class_names: class name of each output position.
         formats: any of "keras", "h5", "saved_model", "tflite".
+        tflite_float16: store the LiteRT model's weights in float16 (half the size; it still
+            computes and answers in float32).
 
     Returns:
         {format: path} for each format written, plus "class_index".
@@ -81,7 +84,7 @@ def export_model(
             elif fmt == "saved_model":
                 write_saved_model(model, staged)
             else:
-                staged.write_bytes(tflite_bytes(model, staging))
+                staged.write_bytes(tflite_bytes(model, staging, float16_weights=tflite_float16))
             written[fmt] = move_into_place(staged, out_dir / EXPORT_FILENAMES[fmt], staging)
         written["class_index"] = write_class_index(class_names, out_dir / CLASS_INDEX_FILENAME)
     finally:
@@ -162,8 +165,9 @@ def write_saved_model(model: keras.Model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def tflite_bytes(model: keras.Model, scratch: Path) -> bytes:
+def tflite_bytes(model: keras.Model, scratch: Path, float16_weights: bool = False) -> bytes:
     """A float32 LiteRT flatbuffer with one signature, `serving_default`: pixels -> probabilities.
+    With `float16_weights`, weights are stored in float16 and dequantized when loaded.
 
     Converted from a pixels-only SavedModel: the decode ops of serving_bytes have no LiteRT
     kernels, and the SavedModel path is the converter's supported route for Keras 3 models.
@@ -176,6 +180,9 @@ def tflite_bytes(model: keras.Model, scratch: Path) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(pixels_only), signature_keys=[PIXELS_SIGNATURE]
     )
+    if float16_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
 
 

@@ -5,9 +5,9 @@
 
 Selvaraju et al. 2017: the last convolutional stage's feature maps A [h, w, K], each weighted by
 the mean gradient of the class score over it, summed and clipped at zero. The class score is the
-logit (pre-softmax) when the model ends in a softmax Dense layer, as ours and keras.applications'
-do; otherwise the log-probability. Needs the Keras model: LiteRT and SavedModels give no
-gradients here.
+logit (pre-softmax) when the model ends in softmax (a softmax Dense layer, as ours and
+keras.applications' do, or a calibrated model's softmax layer); otherwise the log-probability.
+Needs the Keras model: LiteRT and SavedModels give no gradients here.
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ class GradCam:
         model = float32_copy(model)  # bfloat16 gradients are too coarse for a smooth map
         self.layer = last_conv_layer(model)
         head = model.layers[-1]
-        self.head = head if is_softmax_dense(head) else None
-        # The score's input: the softmax Dense layer's input (features) when there is one.
-        score_input = head.input if self.head is not None else model.output
+        # The class score: the logits. From a softmax Dense head (ours, keras.applications): its
+        # input features times its kernel; from a separate softmax layer (a calibrated model's
+        # `probabilities`): its input; else the log of the output probabilities.
+        self.head = head if is_softmax(head) and isinstance(head, keras.layers.Dense) else None
+        self.logits_in = is_softmax(head) and self.head is None
+        score_input = head.input if is_softmax(head) else model.output
         self.model = keras.Model(model.inputs, [self.layer.output, score_input])
 
     @classmethod
@@ -77,6 +80,8 @@ class GradCam:
             features, score_input = self.model(pixels, training=False)
             if self.head is not None:
                 scores = tf.matmul(score_input, self.head.kernel) + self.head.bias
+            elif self.logits_in:
+                scores = score_input
             else:
                 scores = tf.math.log(score_input + 1e-12)
             score = tf.gather(scores, indices, axis=1, batch_dims=1)
@@ -87,8 +92,9 @@ class GradCam:
         return tf.math.divide_no_nan(cams, peaks)
 
 
-def is_softmax_dense(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
+def is_softmax(layer: keras.layers.Layer) -> bool:
+    """Whether a Dense or Activation layer applies softmax."""
+    return getattr(layer, "activation", None) is keras.activations.softmax
 
 
 def upsample(cam: np.ndarray, width: int, height: int) -> np.ndarray:

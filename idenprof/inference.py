@@ -5,8 +5,9 @@
 
 Backends: Keras (.keras, .h5), TensorFlow SavedModel (a folder), and LiteRT (.tflite). This
 module imports TensorFlow only inside the Keras and SavedModel loaders, so predicting with a
-.tflite model starts in well under a second. The image size comes from the model's input shape
-and the class names from the class index JSON next to the model: neither is typed anywhere else.
+.tflite model starts without it (docs/BENCHMARKS.md has the cold-start times). The image size
+comes from the model's input shape and the class names from the class index JSON next to the
+model: neither is typed anywhere else.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from idenprof.run_folder import (
 from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
+# The calibrated model shipped inside the package (idenprof.packaging writes it): the default
+# when no run has a model. LiteRT, the fastest format to start (docs/BENCHMARKS.md).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_MODEL = PRETRAINED_DIR / "model.tflite"
 GLOB_CHARS = "*?["
 
 
@@ -85,13 +90,15 @@ class Predictor:
         return np.concatenate(outputs)
 
 
-def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> Path:
+def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),
+                       pretrained: Path = PRETRAINED_MODEL) -> Path:
     """The model to load for `--model model_arg`.
 
     `model_arg` may be a model file (.keras, .h5, .tflite), a SavedModel folder, or a run folder
     (see `RunFolder.model_for_inference`). Without it: the best model of the most recently
     modified finished run under `runs_dir` (one with its report), so a run still training does not
-    shadow a finished one; the most recent unfinished run with a checkpoint when none has finished.
+    shadow a finished one; the most recent unfinished run with a checkpoint when none has finished;
+    the `pretrained` model shipped with the package when no run has a model.
     """
     if model_arg is not None:
         path = Path(model_arg)
@@ -123,8 +130,11 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
                     finished = RunFolder(run).is_finished()
                     candidates.append((finished, run.stat().st_mtime, best))
     if not candidates:
+        if Path(pretrained).is_file():
+            return Path(pretrained)
         raise ModelFileError(
-            f"no trained model under {runs_dir}/; train one with python train.py or pass --model"
+            f"no trained model under {runs_dir}/ and no pretrained model at {pretrained}; "
+            "train one with python train.py or pass --model"
         )
     return max(candidates)[-1]
 

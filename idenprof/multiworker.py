@@ -14,6 +14,10 @@ from pathlib import Path
 
 from idenprof.errors import ConfigError
 
+# The Keras versions whose trainer internals the patches below were written and tested against
+# (requirements.txt pins the same range).
+PATCHED_KERAS = ((3, 10), (3, 15))
+
 
 def prepare_for_multi_worker(model, strategy) -> None:
     """Let `model.fit`/`model.evaluate` run under a multi-worker MultiWorkerMirroredStrategy.
@@ -49,6 +53,8 @@ def prepare_for_multi_worker(model, strategy) -> None:
     import tensorflow as tf
     from keras import tree
 
+    check_patchable_keras(model)
+
     def first_local_batch(value):
         if isinstance(value, tf.distribute.DistributedValues):
             return strategy.experimental_local_results(value)[0]
@@ -76,6 +82,25 @@ def prepare_for_multi_worker(model, strategy) -> None:
     model._maybe_symbolic_build = build_from_local_batch
     model.train_step = with_worker_axis(model.train_step)
     model.test_step = with_worker_axis(model.test_step)
+
+
+def check_patchable_keras(model) -> None:
+    """Refuse, with a clear message, a Keras whose trainer the patches were not tested against
+    (they replace private methods, which a newer Keras may rename or change).
+
+    Raises:
+        ConfigError: the installed Keras is outside PATCHED_KERAS or lacks the patched method.
+    """
+    import keras
+
+    version = tuple(int(part) for part in keras.__version__.split(".")[:2])
+    low, high = PATCHED_KERAS
+    if not low <= version <= high or not hasattr(model, "_maybe_symbolic_build"):
+        raise ConfigError(
+            f"multi-worker training is tested with Keras {low[0]}.{low[1]} to {high[0]}.{high[1]}, "
+            f"not {keras.__version__}; install a Keras in that range "
+            f"(python -m pip install 'keras>={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}')"
+        )
 
 
 def _batch_norm_layers(layer):

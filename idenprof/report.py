@@ -1,4 +1,5 @@
-"""The end-of-training report: test-split metrics (metrics.json) and two pictures (PNG)."""
+"""Classification reports: metrics (numpy) and pictures (PNG, matplotlib) shared by the
+end-of-training report (metrics.json), idenprof.evaluation and idenprof.packaging."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from idenprof.files import atomic_write
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Top-1, top-5, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+    """Top-1, top-5, per-class accuracy, precision, recall and F1, and the confusion matrix.
+
+    Args:
+        probs: float [N, C] class probabilities (or any scores; only their order matters).
+        labels: int [N] true class indices.
+        class_names: the C class names.
+
+    Returns:
+        A JSON-ready dict. confusion_matrix[i][j] counts images of class i predicted as j (rows:
+        true, columns: predicted). per_class_accuracy is the recall; a per-class value is None when
+        undefined (precision of a class never predicted, recall of a class with no image, F1 when
+        either is None). macro_f1 averages the defined F1 values.
+    """
     labels = np.asarray(labels)
     predicted = probs.argmax(axis=1)
     k = min(5, probs.shape[1])
@@ -19,15 +32,24 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     n = len(class_names)
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (labels, predicted), 1)
-    per_class = {
-        name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
-        for i, name in enumerate(class_names)
-    }
+    per_class = {}
+    for i, name in enumerate(class_names):
+        true_count, predicted_count, hits = confusion[i].sum(), confusion[:, i].sum(), confusion[i, i]
+        precision = float(hits / predicted_count) if predicted_count else None
+        recall = float(hits / true_count) if true_count else None
+        f1 = None
+        if precision is not None and recall is not None:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1,
+                           "support": int(true_count)}
+    f1s = [c["f1"] for c in per_class.values() if c["f1"] is not None]
     return {
         "images": int(len(labels)),
         "top1": float((predicted == labels).mean()) if len(labels) else 0.0,
         "top5": float((top5 == labels[:, None]).any(axis=1).mean()) if len(labels) else 0.0,
-        "per_class_accuracy": per_class,
+        "per_class_accuracy": {name: c["recall"] for name, c in per_class.items()},
+        "per_class": per_class,
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
     }
@@ -63,7 +85,8 @@ def plot_training_curves(history_csv: Path, out_png: Path) -> Path:
     return out_png
 
 
-def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], out_png: Path) -> Path:
+def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], out_png: Path,
+                          title: str = "confusion matrix (test split)") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +104,69 @@ def plot_confusion_matrix(confusion: list[list[int]], class_names: list[str], ou
         for j in range(cm.shape[1]):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
-    ax.set_title("confusion matrix (test split)")
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out_png
+
+
+def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png: Path,
+                             bins: int = 15, title: str = "reliability diagram") -> Path:
+    """Accuracy against confidence in `bins` equal-width confidence bins, one line per entry of
+    `curves` ({label: (probs [N, C], labels [N])}); the legend gives each one's ECE. Below, how
+    many images fall in each bin. A calibrated model follows the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from idenprof.calibration import expected_calibration_error, reliability_bins
+
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    width = 1.0 / bins
+    for number, (label, (probs, labels)) in enumerate(curves.items()):
+        counts, confidence, accuracy = reliability_bins(probs, labels, bins)
+        used = counts > 0
+        ece = expected_calibration_error(probs, labels, bins)
+        ax.plot(confidence[used], accuracy[used], "o-", label=f"{label} (ECE {ece:.3f})")
+        offset = (number - (len(curves) - 1) / 2) * width / (len(curves) + 1)
+        centres = (np.arange(bins) + 0.5) * width + offset
+        ax_count.bar(centres, counts, width=width / (len(curves) + 1), label=label)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax_count.set_xlabel(f"confidence (top-1 probability, {bins} bins)")
+    ax_count.set_ylabel("images")
+    fig.tight_layout()
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out_png
+
+
+def plot_image_gallery(images: np.ndarray, captions: list[str], out_png: Path, title: str,
+                       columns: int = 4) -> Path:
+    """A grid of uint8 RGB images [K, S, S, 3], each with its caption; says "none" when K is 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if len(images) == 0:
+        axes[0, 0].text(0, 0.5, "none", fontsize=14)
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

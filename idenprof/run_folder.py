@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLASS_INDEX_FILENAME = "class_index.json"
-# Beside a shipped model: {"min_confidence": P}, below which a prediction is "not sure".
-CALIBRATION_FILENAME = "calibration.json"
-MIN_CONFIDENCE_KEY = "min_confidence"
 REPORT_FILENAME = "metrics.json"
 # export/: file names of each format, and the serving interface every format shares.
 EXPORT_DIRNAME = "export"

@@ -52,6 +52,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
     seed_everything(config.seed)
     train_samples, val_samples, test_samples = select_samples(layout, config)
+    if "val" in layout.samples and config.validate_on == "holdout":
+        log(f"validation: the val/ folder ({len(val_samples)} images) instead of a hold-out of train/")
     train_data, val_data, test_data = decode_splits(config, train_samples, val_samples, test_samples, log)
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
@@ -65,16 +67,30 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images)
     callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log)
 
+    weights = class_weights(train_data.labels, num_classes, config.class_weight, layout.class_names, log)
     # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=1 if config.progress else 2, shuffle=False)
+                        class_weight=weights, verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
     if not is_chief(tf_config):
         log(f"worker finished {epochs_run} epoch(s); the chief writes the report and exports")
         best = run.best_checkpoint()
         return TrainResult(run.path, best.path if best else None, None, epochs_run, train_seconds)
-    return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log)
+    return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log,
+                      stop_reason=why_training_stopped(callbacks))
+
+
+def why_training_stopped(callbacks) -> str:
+    """What ended `fit`, for the report: early stopping, the time budget, or the last epoch."""
+    from idenprof.callbacks import Patience, TimeBudget
+
+    for callback in callbacks:
+        if isinstance(callback, Patience) and callback.stopped_epoch is not None:
+            return f"early stop: validation accuracy did not improve for {callback.patience} epochs"
+        if isinstance(callback, TimeBudget) and callback.progress() >= 1.0:
+            return "time budget spent"
+    return "all epochs run"
 
 
 def prepare_dataset(config: TrainConfig, log):
@@ -146,7 +162,14 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
 
 
 def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan) -> None:
-    write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict()}, run.config_path)
+    """config.json: the resolved config, the runtime plan, and the command and git commit that
+    started (or last resumed) the run, for the model card (idenprof.packaging)."""
+    from idenprof.provenance import command_line, git_commit
+
+    git = git_commit() or {}
+    write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict(),
+                           "command": command_line(), "git_commit": git.get("commit"),
+                           "git_dirty": git.get("dirty")}, run.config_path)
 
 
 def seed_everything(seed: int) -> None:
@@ -175,6 +198,8 @@ def select_samples(layout, config: TrainConfig):
     test = layout.samples["test"]
     if config.validate_on == "test":
         return list(train), list(test), list(test)
+    if "val" in layout.samples:  # the user's own validation split
+        return list(train), list(layout.samples["val"]), list(test)
     train, val = stratified_split(train, config.val_fraction, config.seed)
     return train, val, list(test)
 
@@ -208,6 +233,20 @@ def batch_fitted_to_data(config: TrainConfig, train_images: int, replicas: int, 
         raise ConfigError(f"only {train_images} training images for {replicas} replicas; use more images per class")
     log(f"note: only {train_images} training images: batch size lowered from {config.batch_size} to {smaller}")
     return dataclasses.replace(config, batch_size=smaller)
+
+
+def class_weights(labels, num_classes: int, mode: str | None, class_names: list[str], log=print):
+    """{class index: loss weight} for `mode` "balanced" (total / (classes x count), printed), else
+    None. Warns when the smallest class has under a tenth of the largest's images, whatever `mode`."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    if counts.min() * 10 < counts.max():
+        log(f"warning: imbalanced training set: {class_names[int(counts.argmin())]} has {counts.min()} images, "
+            f"{class_names[int(counts.argmax())]} {counts.max()}; consider --class-weight balanced")
+    if mode != "balanced":
+        return None
+    weights = {i: float(len(labels) / (num_classes * count)) if count else 0.0 for i, count in enumerate(counts)}
+    log("class weights: " + ", ".join(f"{class_names[i]} {w:.2f}" for i, w in weights.items()))
+    return weights
 
 
 def steps_per_epoch_for(train_images: int, batch_size: int) -> int:
@@ -269,17 +308,20 @@ def build_network(config: TrainConfig, num_classes: int, image_size: int | None 
     """The config's network, randomly initialised, with preprocessing inside and a float32
     softmax head. Its input is `image_size` (default `config.image_size`) square; `image_size=0`
     leaves height and width open, for training on one size and validating on another."""
-    from models import build_model
+    from models import RESNET_SPECS, build_model
 
     side = config.image_size if image_size is None else image_size or None
     if config.weights == "imagenet":
         from idenprof.weights import imagenet_classifier
 
         return imagenet_classifier(config.model, num_classes, side)
-    return build_model(
-        config.model, input_shape=(side, side, 3), classes=num_classes,
-        width=config.width, stem=config.stem, zero_init_residual=config.zero_init_residual,
-    )
+    options = dict(width=config.width, stem=config.stem)
+    if config.model in RESNET_SPECS:  # only ResNets have residual branches to start at zero
+        options["zero_init_residual"] = config.zero_init_residual
+    try:
+        return build_model(config.model, input_shape=(side, side, 3), classes=num_classes, **options)
+    except ValueError as e:  # models/ says which option cannot work; the config checks catch most
+        raise ConfigError(str(e)) from None
 
 
 def load_starting_weights(model, config: TrainConfig) -> None:
@@ -292,7 +334,7 @@ def load_starting_weights(model, config: TrainConfig) -> None:
 
         load_imagenet_weights(model, config)
         return
-    from models.resnet import load_weights
+    from models.common import load_weights
 
     try:
         load_weights(model, config.weights)
@@ -321,17 +363,19 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
     return model
 
 
-def saved_model_for(config: TrainConfig, num_classes: int):
-    """What a checkpoint saves of the training model: itself, or, when training used another
-    image size or fused batch norm, the same weights in the network `build_network` makes: input
-    `image_size` square (what inference reads), Keras' own layers (what loads anywhere)."""
-    if not config.trains_at_other_size() and not config.fused_batch_norm:
-        return None
+def checkpoint_model_for(config: TrainConfig, num_classes: int):
+    """`model -> model`: what a best checkpoint saves of the training model. The same weights in
+    the network `build_network` makes (input `image_size` square, what inference reads; Keras'
+    own batch-norm layers, what loads anywhere), computing in float32 whatever the training
+    precision: a checkpoint is a model to hand to other programs, like the exports."""
+    from idenprof.export import float32_copy
 
     def portable_copy(model):
-        portable = build_network(config, num_classes)
-        portable.set_weights(model.get_weights())
-        return portable
+        if config.trains_at_other_size() or config.fused_batch_norm:
+            portable = build_network(config, num_classes)
+            portable.set_weights(model.get_weights())
+            model = portable
+        return float32_copy(model)
 
     return portable_copy
 
@@ -380,6 +424,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
         BestModelCheckpoint,
         EpochTimeEstimate,
         LearningRateLogger,
+        Patience,
         TimeBudget,
         WholeImagePhase,
     )
@@ -387,7 +432,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     callbacks = [
         LearningRateLogger(),
         keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
-        BestModelCheckpoint(run.path, to_saved=saved_model_for(config, num_classes)),
+        BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes)),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False),
         EpochTimeEstimate(steps, log=log),
@@ -404,10 +449,12 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     if whole_images is not None:
         callbacks.append(WholeImagePhase(whole_images, config.whole_image_fraction, config.epochs,
                                          progress=budget.progress if budget else None))
+    if config.patience:
+        callbacks.append(Patience(config.patience, run.metrics_csv, log=log))
     return callbacks
 
 
-def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_run, log):
+def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_run, log, stop_reason=None):
     """Evaluate the best checkpoint once on the test split, write the report and the exports."""
     import keras
 
@@ -432,7 +479,7 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
         probs[keep], test_data.labels[keep], class_names)["top1"] if keep.any() else None
     metrics.update(
         best_model=best.path.name, best_epoch=best.epoch, best_val_accuracy=best.val_accuracy,
-        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta,
+        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta, stop_reason=stop_reason,
         evaluated_on="test" if config.validate_on == "holdout" else "test (also used for validation)",
     )
     plot_training_curves(run.metrics_csv, run.curves_png)

@@ -33,3 +33,23 @@ def small_dataset(small_archive, tmp_path_factory) -> Path:
     """The small archive extracted: <root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg.
     Treat as read-only; copy it (shutil.copytree) before modifying."""
     return extract_subset(small_archive, tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    """Every export format of a tiny (untrained) model with the IdenProf class names. Read-only."""
+    from test_export import CLASS_NAMES, tiny_model
+
+    from idenprof.export import export_model
+
+    out_dir = tmp_path_factory.mktemp("export")
+    export_model(tiny_model(), out_dir, CLASS_NAMES)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def photos(small_dataset) -> list[Path]:
+    """One real IdenProf test photo per class, in class order."""
+    from test_export import one_test_image_per_class
+
+    return one_test_image_per_class(small_dataset)

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from idenprof.config import resolve_config
 from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import compile_model, saved_model_for
-from models import ResNet18
+from idenprof.training import checkpoint_model_for, compile_model
+from models import DenseNet121, ResNet18
 from models.batch_norm import FusedBatchNormalization, use_fused_batch_norm
 
 IMAGES = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
@@ -58,6 +58,16 @@ def test_inference_matches_keras_batch_norm_exactly():
         layer.moving_variance.assign(np.linspace(0.5, 2, channels))
     fused.set_weights(model.get_weights())
     np.testing.assert_allclose(fused(IMAGES, training=False), model(IMAGES, training=False), atol=1e-6)
+
+
+def test_densenet_fused_copy_matches_in_inference_and_training():
+    keras.utils.set_random_seed(0)
+    model = DenseNet121(classes=10, input_shape=(32, 32, 3), width=0.25, stem="small_pool")
+    fused = use_fused_batch_norm(model)
+    assert all(type(layer) is FusedBatchNormalization for layer in batch_norm_layers(fused))
+    assert [w.path for w in fused.weights] == [w.path for w in model.weights]
+    np.testing.assert_allclose(fused(IMAGES, training=False), model(IMAGES, training=False), atol=1e-6)
+    np.testing.assert_allclose(fused(IMAGES, training=True), model(IMAGES, training=True), atol=1e-4)
 
 
 def test_a_training_step_normalises_with_batch_statistics_and_updates_the_moving_averages():
@@ -110,7 +120,7 @@ def test_train_py_trains_fused_and_saves_keras_layers():
     plan = plan_runtime(Environment(), precision="float32", xla="off", batch_size=config.batch_size)
     training_model = compile_model(config, plan, num_classes=10, steps_per_epoch=10)
     assert all(type(layer) is FusedBatchNormalization for layer in batch_norm_layers(training_model))
-    saved = saved_model_for(config, 10)(training_model)
+    saved = checkpoint_model_for(config, 10)(training_model)
     assert all(type(layer) is keras.layers.BatchNormalization for layer in batch_norm_layers(saved))
     np.testing.assert_allclose(saved.predict(IMAGES, verbose=0), training_model.predict(IMAGES, verbose=0),
                                atol=1e-6)
@@ -119,4 +129,4 @@ def test_train_py_trains_fused_and_saves_keras_layers():
                                     "fused_batch_norm": False})
     model = compile_model(unfused, plan, num_classes=10, steps_per_epoch=10)
     assert all(type(layer) is keras.layers.BatchNormalization for layer in batch_norm_layers(model))
-    assert saved_model_for(unfused, 10) is None
+    assert checkpoint_model_for(unfused, 10)(model) is model  # already float32 Keras layers: saved as is

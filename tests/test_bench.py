@@ -52,7 +52,8 @@ def test_accuracy_plot_draws_run_folders_and_recorded_runs(tmp_path):
     run.mkdir()
     (run / "metrics.json").write_text('{"top1": 0.785, "train_seconds": 1170.7}')
     recorded = tmp_path / "runs.csv"
-    recorded.write_text("label,minutes,top1,date\ncpu seed 0,19.5,0.8045,2026-11-25\ncpu seed 1,19.5,0.7865,2026-11-25\n")
+    recorded.write_text("label,minutes,top1,date\n"
+                        "cpu seed 0,19.5,0.8045,2026-11-25\ncpu seed 1,19.5,0.7865,2026-11-25\n")
     out = tmp_path / "plot.png"
     result = run_bench("accuracy_plot.py", recorded, run, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -86,3 +87,14 @@ def test_serve_latency_bench_reports_latency_heat_maps_throughput_and_memory(sma
                      result.stdout, re.M), result.stdout
     assert re.search(r"^server RSS: \d+ MB, peak \d+ MB", result.stdout, re.M)
     assert last_value(result.stdout, "p50_ms") > 0
+
+
+def test_augment_bench_compares_ours_with_keras_layers_per_job():
+    result = run_bench("augment.py", "--image-size", 32, "--batch-size", 8, "--batches", 2, "--rounds", 1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = dict(re.findall(r"^(.+): ([0-9.]+) images/s$", result.stdout, re.M))
+    assert {"ours mixup", "keras MixUp", "ours cutmix", "keras CutMix"} <= set(rates)
+    ratios = dict(re.findall(r"^ratio (\S+): ([0-9.]+)$", result.stdout, re.M))
+    assert set(ratios) == {"shift+rotation", "mixup", "cutmix"}
+    expected = float(rates["ours mixup"]) / float(rates["keras MixUp"])
+    assert abs(float(ratios["mixup"]) - expected) < 0.01 + 0.01 * expected

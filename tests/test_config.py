@@ -11,7 +11,8 @@ from idenprof.errors import ConfigError
 def test_defaults_reproduce_the_original_recipe():
     c = resolve_config(None, {})
     assert (c.model, c.image_size, c.batch_size, c.epochs) == ("resnet50", 224, 32, 200)
-    assert (c.optimizer, c.lr, c.schedule, c.lr_boundaries, c.lr_decay_factor) == ("adam", 1e-3, "step", [80, 120, 160, 180], 0.1)
+    assert (c.optimizer, c.lr, c.schedule, c.lr_boundaries, c.lr_decay_factor) == (
+        "adam", 1e-3, "step", [80, 120, 160, 180], 0.1)
     assert c.flip and c.weights is None
 
 

@@ -66,7 +66,10 @@ def test_gpu_configuration_trains_and_exports_a_portable_model(small_dataset, tm
     assert json.loads(fresh.stdout.strip().splitlines()[-1])["dtype"] == "float32"
     fresh_probs = np.load(tmp_path / "probs.npy")
     assert np.allclose(fresh_probs.sum(axis=1), 1.0, atol=1e-3)
-    ours = keras.models.load_model(model_path).predict(images, verbose=0)
+    checkpoint = keras.models.load_model(model_path)
+    # Checkpoints compute in float32 whatever the training precision, like the exports.
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in checkpoint.layers)
+    ours = checkpoint.predict(images, verbose=0)
     keras.mixed_precision.set_global_policy("float32")
     assert np.array_equal(ours.argmax(axis=1), fresh_probs.argmax(axis=1))
     assert np.allclose(ours, fresh_probs, atol=1e-3)

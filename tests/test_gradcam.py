@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from serve_helpers import SHIPPED_MODEL
-from test_export import one_test_image_per_class, tiny_model
+from test_export import tiny_model
 
 from idenprof.classifier import load
 from idenprof.gradcam import GradCam, centre_of_mass, last_conv_layer, overlay_png
@@ -95,7 +95,7 @@ def test_the_overlay_is_the_photo_tinted_hottest_where_the_map_is():
 def shipped_classifier():
     if not SHIPPED_MODEL.is_file():
         pytest.fail(f"needs the shipped model at {SHIPPED_MODEL} (or IDENPROF_TEST_MODEL)")
-    return load(SHIPPED_MODEL)
+    return load(SHIPPED_MODEL)  # heat maps from the model.keras beside it
 
 
 def on_grey_canvas(photo: Image.Image, side: str) -> Image.Image:
@@ -108,11 +108,18 @@ def on_grey_canvas(photo: Image.Image, side: str) -> Image.Image:
 
 def test_a_real_photos_heat_map_moves_with_the_photo(shipped_classifier, small_dataset):
     classifier = shipped_classifier
-    photos = [p for p in one_test_image_per_class(small_dataset) if p.parent.name == "firefighter"]
-    photo = Image.open(photos[0]).convert("RGB").resize((224, 224))
-    assert classifier.predict(photo)[0][0] == "firefighter"  # a photo the model recognises
-    centres = {}
-    for side in ("left", "right"):
-        _, cam = classifier.class_activation(on_grey_canvas(photo, side), "firefighter")
-        centres[side] = centre_of_mass(cam)[0]
-    assert centres["left"] < 0.45 < 0.55 < centres["right"], centres
+    # The photo (of the 4 test photos per class) the model recognises best on both canvases:
+    # a heat map can only follow evidence the model finds.
+    best, best_probability = None, 0.0
+    for path in sorted((small_dataset / "test").glob("*/*.jpg")):
+        photo = Image.open(path).convert("RGB").resize((224, 224))
+        tops = [classifier.predict(on_grey_canvas(photo, side))[0] for side in ("left", "right")]
+        if all(name == path.parent.name for name, _ in tops):
+            probability = min(p for _, p in tops)
+            if probability > best_probability:
+                best, best_probability = (photo, path.parent.name), probability
+    assert best is not None, "the model recognises none of the photos on a grey canvas"
+    photo, true_class = best
+    centres = {side: centre_of_mass(classifier.class_activation(
+        on_grey_canvas(photo, side), true_class)[1])[0] for side in ("left", "right")}
+    assert centres["left"] < 0.45 < 0.55 < centres["right"], (true_class, centres)

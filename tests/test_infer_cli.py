@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_export import CLASS_NAMES, one_test_image_per_class, tiny_model
+from test_export import CLASS_NAMES
 from test_inference import bad_inputs, make_run
 
-from idenprof.export import export_model
-from idenprof.inference import load_predictor, predict_files
+from idenprof.inference import PRETRAINED_MODEL, load_predictor, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(\w+) : (\d+\.\d\d)$")
@@ -34,20 +33,8 @@ def prediction_lines(stdout: str) -> list[tuple[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out_dir = tmp_path_factory.mktemp("export")
-    export_model(tiny_model(), out_dir, CLASS_NAMES)
-    return out_dir
-
-
-@pytest.fixture(scope="module")
 def tflite(export_dir) -> str:
     return str(export_dir / "model.tflite")
-
-
-@pytest.fixture(scope="module")
-def photos(small_dataset) -> list[Path]:
-    return one_test_image_per_class(small_dataset)
 
 
 def test_one_photo_prints_five_classes_in_percent_most_likely_first(tflite, photos):
@@ -98,11 +85,12 @@ def test_default_model_is_the_best_of_the_most_recent_run(tmp_path, export_dir, 
     assert len(prediction_lines(done.stdout)) == 5
 
 
-def test_without_any_run_it_says_how_to_get_a_model(tmp_path, photos):
-    done = infer(str(photos[0]), "--runs-dir", str(tmp_path / "runs"))
-    assert done.returncode == 2
-    assert "error: no trained model under" in done.stderr and "python train.py" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_without_any_run_it_uses_the_pretrained_model_of_the_package(tmp_path, photos):
+    done = infer(str(photos[0]), "--runs-dir", str(tmp_path / "runs"), "--json")
+    assert done.returncode == 0, done.stderr
+    results, _ = predict_files(load_predictor(PRETRAINED_MODEL), photos[:1])
+    shown = json.loads(done.stdout)[0]["predictions"]
+    assert [p["class"] for p in shown] == [name for name, _ in results[0].predictions]
 
 
 def test_bad_inputs_are_one_line_each_and_good_images_still_predicted(tflite, photos, tmp_path):

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_export import CLASS_NAMES, IMAGE_SIZE, one_test_image_per_class, tiny_model
+from test_export import CLASS_NAMES, IMAGE_SIZE
 
 from idenprof.class_index import write_class_index
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.export import export_model
 from idenprof.inference import (
     expand_inputs,
     load_predictor,
@@ -26,18 +25,6 @@ from idenprof.inference import (
 )
 
 FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite"]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out_dir = tmp_path_factory.mktemp("export")
-    export_model(tiny_model(), out_dir, CLASS_NAMES)
-    return out_dir
-
-
-@pytest.fixture(scope="module")
-def photos(small_dataset) -> list[Path]:
-    return one_test_image_per_class(small_dataset)
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +131,18 @@ def test_default_prefers_a_finished_run_to_a_newer_one_still_training(tmp_path, 
     assert resolve_model_path(None, runs_dir=tmp_path) == training / "model-e003-val0.5000.keras"
 
 
-def test_no_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelFileError, match="no trained model under .*python train.py"):
-        resolve_model_path(None, runs_dir=tmp_path / "runs")
+def test_without_runs_the_pretrained_model_is_the_default(tmp_path, export_dir):
+    shipped = export_dir / "model.tflite"
+    assert resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=shipped) == shipped
+    make_run(tmp_path / "runs", "run", export_dir)  # any run with a model comes first
+    assert resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=shipped) == (
+        tmp_path / "runs" / "run" / "model-e003-val0.5000.keras")
+
+
+def test_no_runs_and_no_pretrained_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="no trained model under .* and no pretrained model at "
+                                             ".*missing.tflite; train one with python train.py"):
+        resolve_model_path(None, runs_dir=tmp_path / "runs", pretrained=tmp_path / "missing.tflite")
 
 
 def test_a_file_that_is_not_a_model_kind_is_an_error(tmp_path):

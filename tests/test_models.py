@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 from keras.applications.resnet50 import preprocess_input
 
-from idenprof.errors import ConfigError, ModelFileError
 from models import (
     MODEL_BUILDERS,
     PREPROCESS_PREFIX,
+    RESNET_SPECS,
     ResNet,
     ResNet18,
     ResNet34,
@@ -307,18 +308,18 @@ def test_weights_path_loads_saved_weights(tmp_path, filename):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
 
 
-def test_weights_of_another_architecture_raise_model_file_error(tmp_path):
+def test_weights_of_another_architecture_raise_value_error_naming_the_file(tmp_path):
     path = tmp_path / "narrow.weights.h5"
     ResNet18(**TINY).save_weights(path)
-    with pytest.raises(ModelFileError, match="narrow.weights.h5"):
+    with pytest.raises(ValueError, match="narrow.weights.h5.*same architecture and options"):
         ResNet18(weights=str(path), **{**TINY, "width": 0.25})
 
 
 @pytest.mark.parametrize(
     ("weights", "message"), [("imagenet", "train.py"), ("missing.h5", "not found")]
 )
-def test_weights_string_that_is_not_a_file_raises_config_error(weights, message):
-    with pytest.raises(ConfigError, match=message):
+def test_weights_string_that_is_not_a_file_raises_value_error(weights, message):
+    with pytest.raises(ValueError, match=message):
         ResNet18(weights=weights, **TINY)
 
 
@@ -326,13 +327,16 @@ def test_weights_string_that_is_not_a_file_raises_config_error(weights, message)
 
 
 def test_registry_builds_every_variant_by_name():
-    assert list(MODEL_BUILDERS) == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert list(MODEL_BUILDERS) == [
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "densenet121", "densenet169", "densenet201",
+    ]
     model = build_model("resnet34", **TINY)
     assert model.name == "resnet34" and model.output.shape == (None, 5)
 
 
-def test_unknown_model_name_raises_config_error_listing_the_choices():
-    with pytest.raises(ConfigError, match="resnet18, resnet34, resnet50, resnet101, resnet152"):
+def test_unknown_model_name_raises_value_error_listing_the_choices():
+    with pytest.raises(ValueError, match="resnet18, resnet34, .*, densenet201"):
         build_model("resnet51")
 
 
@@ -340,12 +344,12 @@ def test_unknown_model_name_raises_config_error_listing_the_choices():
 def test_minimum_input_size_per_stem(stem, minimum):
     assert minimum_input_size(stem) == minimum
     check_input_size(minimum, stem)
-    with pytest.raises(ConfigError, match=f"at least {minimum} px"):
+    with pytest.raises(ValueError, match=f"at least {minimum} px"):
         check_input_size(minimum - 1, stem)
 
 
-def test_building_for_too_small_images_raises_config_error():
-    with pytest.raises(ConfigError, match="at least 32 px"):
+def test_building_for_too_small_images_raises_value_error():
+    with pytest.raises(ValueError, match="at least 32 px"):
         ResNet50(input_shape=(31, 64, 3))
 
 
@@ -355,19 +359,31 @@ def test_building_for_too_small_images_raises_config_error():
         {"shortcut": "D"},
         {"stem": "cifar", "include_top": False, "input_shape": (None, None, 3)},
         {"pooling": "mean", "include_top": False},
-        {"preprocessing": "torch"},
+        {"preprocessing": "tf"},
         {"width": 0},
+        {"classes": 0},
         {"plain": True, "zero_init_residual": True},
-        {"block": "wide"},
+        {"spec": ("wide", [2, 2, 2, 2])},
+        {"spec": ("basic", [2, 2, 2])},
+        {"spec": ("basic", [2, 0, 2, 2])},
+        {"spec": [2, 2, 2, 2]},
         {"input_tensor": np.zeros((1, 32, 32, 3), "float32")},
+        {"input_shape": (32, 32)},
     ],
 )
-def test_impossible_options_raise_config_error(options):
-    def stack_fn(x, stack):
-        raise AssertionError("options are checked before any layer is built")
+def test_impossible_options_raise_value_error(options):
+    options = {"spec": RESNET_SPECS["resnet18"], "input_shape": (32, 32, 3), **options}
+    with pytest.raises(ValueError):
+        ResNet(**options)
 
-    with pytest.raises(ConfigError):
-        ResNet(stack_fn, **{"input_shape": (32, 32, 3), **options})
+
+def test_variants_are_the_rows_of_the_spec_table():
+    assert RESNET_SPECS["resnet152"] == ("bottleneck", [3, 8, 36, 3])
+    model = ResNet(RESNET_SPECS["resnet34"], name="resnet34", **TINY)
+    assert layer_names(model)[1:] == layer_names(ResNet34(**TINY))[1:]
+    blocks = {s: sum(n.startswith(s) and n.endswith("_out") for n in layer_names(model))
+              for s in ("conv2", "conv3", "conv4", "conv5")}
+    assert list(blocks.values()) == [3, 4, 6, 3]
 
 
 def test_models_package_imports_from_the_repo_root():
@@ -382,3 +398,40 @@ def test_models_package_imports_from_the_repo_root():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "conv5_block3_out" in result.stdout
     assert "23,608,202" in result.stdout  # 25,636,712 - 1000-class head + 10-class head
+
+
+STANDALONE = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    import numpy as np
+    from models import ResNet50
+    model = ResNet50(input_shape=(32, 32, 3), classes=3, width=0.25)
+    probabilities = model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
+    import models
+    print(json.dumps({
+        "models": models.__file__,
+        "idenprof": importlib.util.find_spec("idenprof") is not None,
+        "sum": float(probabilities.sum()),
+    }))
+    """
+)
+
+
+def test_models_folder_copied_alone_into_another_project_builds_and_runs(tmp_path):
+    shutil.copytree(REPO / "models", tmp_path / "models",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", STANDALONE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["models"] == str(tmp_path / "models" / "__init__.py")
+    assert report["idenprof"] is False
+    assert report["sum"] == pytest.approx(1.0, abs=1e-5)

@@ -85,3 +85,24 @@ def test_other_workers_write_into_their_own_folder(tmp_path):
 def test_a_cluster_without_a_task_is_a_config_error():
     with pytest.raises(ConfigError, match="task"):
         is_chief({"cluster": {"worker": ["a:1", "b:2"]}})
+
+
+def test_a_keras_outside_the_patched_range_is_refused_with_the_range(monkeypatch):
+    from idenprof.multiworker import PATCHED_KERAS, check_patchable_keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    check_patchable_keras(model)  # the installed Keras is the tested one
+    low, high = PATCHED_KERAS
+    monkeypatch.setattr(keras, "__version__", f"{high[0]}.{high[1] + 1}.0")
+    with pytest.raises(ConfigError, match=rf"tested with Keras {low[0]}\.{low[1]} to {high[0]}\.{high[1]}"):
+        check_patchable_keras(model)
+
+
+def test_requirements_pin_the_patched_keras_range():
+    from archive_subsets import REPO_ROOT
+
+    from idenprof.multiworker import PATCHED_KERAS
+
+    low, high = PATCHED_KERAS
+    pins = (REPO_ROOT / "requirements.txt").read_text().split()
+    assert f"keras>={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}" in pins

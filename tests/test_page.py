@@ -1,5 +1,5 @@
 """The page in a real browser: Debian's headless Chromium, driven by Playwright, against serve.py
-on 127.0.0.1. Upload a real IdenProf photo; five bars, the heat map, another class's heat map on
+on 127.0.0.1 with the shipped model. Upload a real IdenProf photo; five bars, the heat map, another class's heat map on
 a click, phone width, and not one request to any other host. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from archive_subsets import REPO_ROOT
 from playwright.sync_api import sync_playwright
-from serve_helpers import SHIPPED_MODEL, export_tiny_model, running_server
+from serve_helpers import SHIPPED_MODEL, running_server
 from test_export import one_test_image_per_class
 
 from idenprof.classifier import load
@@ -18,33 +18,23 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-# False: the tests' tiny random model; the first bar must be the server's top class.
-# True once idenprof/pretrained/ is in the tree: the shipped model; the first bar must be the
-# photo's true profession, and the screenshot is also saved as docs/screenshot.png.
-USE_SHIPPED_MODEL = False
 PHOTO_CLASS = "firefighter"
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    if USE_SHIPPED_MODEL:
-        if not SHIPPED_MODEL.is_file():
-            pytest.fail(f"USE_SHIPPED_MODEL but there is no {SHIPPED_MODEL}")
-        return SHIPPED_MODEL
-    return export_tiny_model(tmp_path_factory.mktemp("model"))
+def model_path() -> Path:
+    if not SHIPPED_MODEL.is_file():
+        pytest.fail(f"needs the shipped model at {SHIPPED_MODEL} (or IDENPROF_TEST_MODEL)")
+    return SHIPPED_MODEL
 
 
 @pytest.fixture(scope="module")
 def photo_and_class(model_path, small_dataset) -> tuple[Path, str]:
-    """A real test photo and the class the first bar must show."""
+    """A real firefighter test photo the model recognises: the one it is surest of."""
     classifier = load(model_path)
     candidates = sorted((small_dataset / "test" / PHOTO_CLASS).glob("*.jpg"))
-    if not USE_SHIPPED_MODEL:
-        photo = one_test_image_per_class(small_dataset)[4]
-        return photo, classifier.predict(photo)[0][0]
-    # The candidate the model is surest is a firefighter; it must be its top class.
     photo = max(candidates, key=lambda p: dict(classifier.predict(p, top=99))[PHOTO_CLASS])
-    assert classifier.predict(photo)[0][0] == PHOTO_CLASS, "the shipped model misses every photo"
+    assert classifier.predict(photo)[0][0] == PHOTO_CLASS, "the model misses every photo"
     return photo, PHOTO_CLASS
 
 
@@ -86,8 +76,7 @@ def test_a_photo_gets_five_bars_and_heat_maps_with_no_outside_request(browser, s
     assert bars.nth(0).get_attribute("aria-pressed") == "true"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
-    if USE_SHIPPED_MODEL:
-        page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"))
+    page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"))  # the README's
 
     other = labels[2]
     bars.nth(2).click()

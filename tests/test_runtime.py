@@ -32,7 +32,8 @@ def test_forcing_xla_under_a_strategy_turns_it_off_with_a_note():
 def test_cpu_with_native_bf16_gets_bfloat16_without_xla():
     for flags in (CPU_BF16, CPU_AMX):
         plan = plan_runtime(Environment(cpu_flags=flags))
-        assert (plan.device, plan.precision, plan.dtype_policy, plan.xla) == ("cpu", "bfloat16", "mixed_bfloat16", False)
+        assert (plan.device, plan.precision, plan.dtype_policy, plan.xla) == (
+            "cpu", "bfloat16", "mixed_bfloat16", False)
 
 
 def test_cpu_without_bf16_stays_float32():

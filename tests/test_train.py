@@ -41,12 +41,16 @@ def test_a_run_writes_every_output(finished_run):
     assert json.loads((run_dir / "class_index.json").read_text())["0"] == "chef"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["model"] == "resnet18" and saved["runtime"]["precision"] == "float32"
+    # Provenance for the model card (idenprof.packaging): the command and the code's commit.
+    assert saved["command"].startswith("python train.py --data-dir ") and "--seed 1 --tta" in saved["command"]
+    assert len(saved["git_commit"]) == 40 and isinstance(saved["git_dirty"], bool)
     assert [int(r["epoch"]) for r in metrics_rows(run_dir)] == list(range(6))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["images"] == 50 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
     assert metrics["tta"] is True and 0.0 <= metrics["top1_without_tta"] <= 1.0
     assert len(metrics["confusion_matrix"]) == 10 and sum(map(sum, metrics["confusion_matrix"])) == 50
-    assert set(metrics["per_class_accuracy"]) == {json.loads((run_dir / "class_index.json").read_text())[str(i)] for i in range(10)}
+    class_index = json.loads((run_dir / "class_index.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == {class_index[str(i)] for i in range(10)}
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((run_dir / "logs").rglob("events.out.tfevents*"))
@@ -126,7 +130,8 @@ def test_bad_flag_message_is_one_line_without_traceback(tmp_path):
     result = run_train(["--data-dir", tmp_path, "--model", "resnet21"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --model 'resnet21' is unknown; choose one of resnet18, resnet34, resnet50, resnet101, resnet152"
+        "error: --model 'resnet21' is unknown; choose one of resnet18, resnet34, resnet50, resnet101, resnet152, "
+        "densenet121, densenet169, densenet201"
     ]
 
 

@@ -51,7 +51,8 @@ def test_weights_come_from_the_mirror_once_and_load_with_caffe_preprocessing(not
         assert len(base_url.log) == 1  # cached by get_file: no second download
     assert (tmp_path / "models" / FILENAME).is_file()
     for name in ("conv1_conv", "conv3_block2_2_conv", "conv5_block3_3_bn"):
-        for ours, theirs in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights(), strict=True):
+        pairs = zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights(), strict=True)
+        for ours, theirs in pairs:
             np.testing.assert_array_equal(ours, theirs)
     assert any(layer.name.startswith("preprocess_mean") for layer in model.layers)
     head = model.get_layer("predictions")

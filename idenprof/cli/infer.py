@@ -1,14 +1,16 @@
 """Predict the top professions of photos with a trained IdenProf model.
 
     python infer.py photo.jpg                  # best model of the most recent finished run under runs/
+                                               # (the pretrained model shipped in idenprof/ without one)
     python infer.py photos/ more/*.jpg --top 3 --json
     python infer.py photo.jpg --model runs/resnet50/export/model.tflite
     python infer.py photo.jpg --min-confidence 0.5
 
 Prints `class : percent` lines, most likely first (a `==> file <==` header before each block when
 there are several images), and "not sure — ..." under a block whose top probability is below the
-confidence threshold (--min-confidence, default from calibration.json beside the model). Exit code 0 when all went well, 1 when some images failed (each is
-reported on stderr, the others are still predicted), 2 for usage and model errors.
+confidence threshold (--min-confidence, default from calibration.json beside the model).
+Exit code 0 when all went well, 1 when some images failed (each is reported on stderr, the
+others are still predicted), 2 for usage and model errors.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         help="a .keras/.h5/.tflite file, SavedModel folder or run folder "
-        "(default: best model of the most recent finished run under runs/)",
+        "(default: best model of the most recent finished run under runs/, else the pretrained "
+        "model in idenprof/pretrained/)",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
     parser.add_argument("--labels", type=Path, help="class index JSON (default: beside the model)")

@@ -5,7 +5,8 @@
     curl -F image=@photo.jpg 'http://127.0.0.1:8000/api/predict?top=3'
 
 The address is taken first (a busy port fails at once), then the model is loaded and run once
-before any request is answered, so the first one is served at full speed. Prints the URL when ready; Ctrl-C stops. Exit code 2 for model or address errors.
+before any request is answered, so the first one is served at full speed. Prints the URL when
+ready; Ctrl-C stops. Exit code 2 for model or address errors.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from idenprof.config import LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
+from idenprof.config import CLASS_WEIGHTS, LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
 DEFAULTS = TrainConfig()
@@ -29,7 +29,7 @@ def ints(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     # The model registry and stems are models/' own lists (importing it loads Keras).
-    from models import MODEL_BUILDERS, STEMS
+    from models import MODEL_BUILDERS
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,16 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--data-dir", "dataset folder holding train/ and test/; downloaded here when missing")
     add(g, "--data-url", "archive URL or local .zip path (default: $IDENPROF_URL, else the IdenProf release)")
     add(g, "--data-sha256", "expected SHA-256 of the downloaded archive")
-    add(g, "--download-only", "download, verify and extract the dataset, print its layout, and stop", action="store_true")
+    add(g, "--download-only", "download, verify and extract the dataset, print its layout, and stop",
+        action="store_true")
     add(g, "--max-per-class", "use at most N training images per class (quick trials)", type=int)
     add(g, "--val-fraction", "hold-out fraction of train used for checkpoint selection", type=float)
     add(g, "--validate-on", "validate on the hold-out, or on test as the original code did", choices=VALIDATE_ON)
-    add(g, "--exclude-test-duplicates", "leave out training images whose bytes also appear in test", action="store_true")
+    add(g, "--exclude-test-duplicates", "leave out training images whose bytes also appear in test",
+        action="store_true")
     add(g, "--loader", "input pipeline: tf.data, or the original ImageDataGenerator", choices=LOADERS)
     add(g, "--cache-dir", "keep decoded images here between runs (default: in memory)")
 
     g = p.add_argument_group("model")
-    add(g, "--model", f"network: {', '.join(MODEL_BUILDERS)}", choices=tuple(MODEL_BUILDERS), metavar="MODEL")
+    add(g, "--model", f"network: {', '.join(MODEL_BUILDERS)}")
     add(g, "--weights", "start from 'imagenet' (ResNet-50/101/152) or a weights file (default: from scratch)")
     add(g, "--weights-origin", "mirror URL or local path for the ImageNet weights file")
     add(g, "--weights-hash", "MD5 or SHA-256 the ImageNet weights file must have (default: Keras' published hash)")
@@ -64,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--train-image-size", "train on images (or random crops) of this side, cheaper than --image-size "
         "(default: --image-size)", type=int)
     add(g, "--width", "filter-count multiplier for every stage", type=float)
-    add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)",
-        choices=STEMS)
+    add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)")
     add(g, "--zero-init-residual", "start each residual branch's last batch norm at zero", action="store_true")
 
     g = p.add_argument_group("optimisation")
@@ -74,12 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--optimizer", "optimizer", choices=OPTIMIZERS)
     add(g, "--lr", "base (peak) learning rate", type=float)
     add(g, "--schedule", "learning-rate schedule", choices=SCHEDULES)
-    add(g, "--lr-boundaries", "step schedule: epochs after which the rate is multiplied by --lr-decay-factor", type=ints)
+    add(g, "--lr-boundaries", "step schedule: epochs after which the rate is multiplied by --lr-decay-factor",
+        type=ints)
     add(g, "--lr-decay-factor", "step schedule: factor at each boundary", type=float)
     add(g, "--warmup-epochs", "cosine schedule: linear warm-up length in epochs", type=float)
     add(g, "--momentum", "SGD momentum (Nesterov)", type=float)
     add(g, "--weight-decay", "decoupled weight decay (adamw, sgd)", type=float)
     add(g, "--label-smoothing", "label smoothing", type=float)
+    add(g, "--class-weight", "balanced: weight each class's loss by its rarity (for imbalanced folders)",
+        choices=CLASS_WEIGHTS)
+    add(g, "--patience", "stop when validation accuracy has not improved for N epochs (the best checkpoint is kept)",
+        type=int)
     add(g, "--time-budget-min", "end training when this many minutes (from the start) are spent; "
         "with --schedule cosine the schedule ends with the budget", type=float)
 
@@ -96,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("machinery and output")
     add(g, "--preset", f"a named recipe: {', '.join(PRESETS)}; other flags override it")
+    add(g, "--config", "replay a run: its runs/<run>/config.json; other flags override it")
     add(g, "--precision", "auto (float16 on GPU, bfloat16 on CPUs with native bf16, else float32), "
         "float32, float16, bfloat16, or mixed", choices=PRECISIONS)
     add(g, "--xla", "XLA compilation: auto (on for GPUs), on, off", choices=XLA_MODES)
@@ -115,12 +122,18 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()  # before models/ imports Keras for the --model choices
     args = vars(build_parser().parse_args(argv))
     preset = args.pop("preset", None)
+    replayed = args.pop("config", None)
     # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: resumable, no traceback.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from idenprof.config import resolve_config
+    from idenprof.config import resolve_config, saved_run_settings
     from idenprof.errors import IdenprofError
 
     try:
+        if replayed is not None:
+            if preset is not None:
+                raise IdenprofError("--preset and --config both name a recipe; give one of them")
+            preset, settings = saved_run_settings(replayed)
+            args = {**settings, **args}
         config = resolve_config(preset, args)
         from idenprof.training import train
 

@@ -18,6 +18,8 @@ from idenprof.errors import DatasetError
 from idenprof.data.imaging import IMAGE_EXTENSIONS, is_image_filename
 
 Sample = tuple[str, int]  # (image file path, class index)
+# Scanned when present: a validation split of the user's own, used instead of a hold-out.
+OPTIONAL_SPLITS = ("val",)
 
 
 @dataclass
@@ -112,8 +114,9 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
 
     Class names are the sorted subfolders of the first split (train/); every split must have
     exactly those class folders, each with at least one image file (by extension; Thumbs.db and
-    other non-images are ignored). Hidden folders are ignored. Cross-split duplicates are found
-    between "train" and "test" when both are scanned.
+    other non-images are ignored). Hidden folders are ignored. The OPTIONAL_SPLITS folders (val/)
+    are scanned too when present. Cross-split duplicates are found between "train" and "test"
+    when both are scanned.
 
     Raises DatasetError naming the folder at fault.
     """
@@ -126,6 +129,7 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
     for split in splits:
         if not (root / split).is_dir():
             raise DatasetError(f"{root} has no {split}/ folder; {fix}")
+    splits = tuple(splits) + tuple(s for s in OPTIONAL_SPLITS if s not in splits and (root / s).is_dir())
     class_names = _subfolders(root / splits[0])
     if not class_names:
         raise DatasetError(
@@ -161,6 +165,19 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
             [p for p, _ in samples["train"]], [p for p, _ in samples["test"]]
         )
     return DatasetLayout(root, class_names, samples, duplicates)
+
+
+def scan_class_folders(root: Path) -> dict[str, list[str]]:
+    """{class folder name: its image files, sorted} for a folder with one subfolder per class
+    (IdenProf's test/, or your own photos). Hidden folders and non-image files are ignored; a
+    class folder may be empty. Raises DatasetError when `root` is missing or has no subfolder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; give a folder with one subfolder of photos per class")
+    classes = _subfolders(root)
+    if not classes:
+        raise DatasetError(f"{root} has no class folders; put each class's photos in a subfolder named after it")
+    return {name: _image_files(root / name) for name in classes}
 
 
 def stratified_split(

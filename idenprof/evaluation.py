@@ -1,0 +1,214 @@
+"""Evaluate a model on any labelled folder: accuracy, per-class scores, calibration, mistakes.
+
+    predictor = load_predictor(resolve_model_path("runs/cpu-96px-seed0"))
+    report = evaluate_folder(predictor, Path("data/idenprof/test"), Path("evaluation"))
+
+The folder has one subfolder per class, named as in the model's class_index.json (IdenProf's
+test/, or your own photos; a subset of the classes is fine). The output folder gets:
+
+    report.json              top-1, top-5, per-class precision/recall/F1, confusion matrix, ECE,
+                             unreadable files, the most confident mistakes
+    confusion_matrix.png     rows: true class, columns: predicted
+    reliability_diagram.png  accuracy against confidence (15 bins) with the ECE
+    top_mistakes.png         the wrong predictions the model was surest of (with `gallery`)
+    predictions.csv          one row per image: path, true, predicted, probability, p(true)
+
+evaluate.py and idenprof.packaging (the test report of the shipped model) both call
+`evaluate_samples`. Images are decoded by idenprof.data.decoded (the same pixels as training and
+infer.py) and predicted by any format idenprof.inference loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from idenprof.calibration import ECE_BINS, expected_calibration_error, read_min_confidence
+from idenprof.data.dataset import Sample, scan_class_folders
+from idenprof.data.imaging import IMAGE_EXTENSIONS
+from idenprof.errors import DatasetError
+from idenprof.files import atomic_write, write_json_atomically
+from idenprof.inference import Predictor, predict_views
+from idenprof.report import (
+    classification_metrics,
+    plot_confusion_matrix,
+    plot_image_gallery,
+    plot_reliability_diagram,
+)
+
+REPORT_FILENAME = "report.json"
+CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_PNG = "reliability_diagram.png"
+MISTAKES_PNG = "top_mistakes.png"
+PREDICTIONS_CSV = "predictions.csv"
+MISTAKES_SHOWN = 16
+
+
+def labelled_samples(data_dir: Path, class_names: list[str]) -> list[Sample]:
+    """(image path, index in `class_names`) for every image under data_dir/<class>/.
+
+    Raises DatasetError naming every class folder the model does not know, or when the folders
+    hold no image at all.
+    """
+    folders = scan_class_folders(data_dir)
+    unknown = [name for name in folders if name not in class_names]
+    if unknown:
+        # A dataset root (train/, test/) given in place of one split is the likely mistake.
+        hint = f" (or give one split, e.g. {Path(data_dir) / 'test'})" if {"train", "test"} & set(unknown) else ""
+        raise DatasetError(
+            f"{data_dir}: class folder(s) {', '.join(unknown)} not among the model's classes "
+            f"({', '.join(class_names)}); rename or remove them{hint}"
+        )
+    samples = [(path, class_names.index(name)) for name, paths in folders.items() for path in paths]
+    if not samples:
+        raise DatasetError(f"{data_dir}: its class folders hold no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return samples
+
+
+def evaluate_folder(predictor: Predictor, data_dir: Path, out_dir: Path, **options) -> dict:
+    """`evaluate_samples` on every image of a class-folder dataset (see `labelled_samples`), with
+    the min_confidence of the model's calibration.json when it has one."""
+    samples = labelled_samples(Path(data_dir), predictor.class_names)
+    options.setdefault("min_confidence", read_min_confidence(predictor.model_path))
+    return evaluate_samples(predictor, samples, out_dir, root=Path(data_dir), **options)
+
+
+def evaluate_samples(
+    predictor: Predictor,
+    samples: list[Sample],
+    out_dir: Path,
+    *,
+    root: Path | None = None,
+    tta: bool = False,
+    batch_size: int = 32,
+    subsets: dict[str, set[str]] | None = None,
+    gallery: bool = True,
+    split_name: str = "evaluation",
+    min_confidence: float | None = None,
+    progress: bool = False,
+) -> dict:
+    """Predict every sample once and write the report files into `out_dir` (created).
+
+    Args:
+        predictor: any loaded model (idenprof.inference.load_predictor).
+        samples: (image path, class index in predictor.class_names) pairs.
+        root: paths in the outputs are written relative to it (so reports do not carry the
+            machine's folders); absolute when None.
+        tta: average each image with its mirror (report.json then also has top1_without_tta).
+        subsets: {name: image paths}: top-1/top-5 on those images too (from the same predictions),
+            e.g. the test images that do not also appear in train.
+        gallery: draw top_mistakes.png (it shows the photos themselves).
+        split_name: what the images are, for the picture titles.
+        min_confidence: also report the share of images predicted at or above this probability
+            and their accuracy (the model's calibration.json default, see idenprof.calibration).
+
+    Returns:
+        The report (what report.json holds). Unreadable images are listed in it and left out.
+    """
+    from idenprof.data.decoded import decode_images
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = predictor.class_names
+    decoded = decode_images(samples, predictor.image_size, progress=progress)
+    if len(decoded.labels) == 0:
+        raise DatasetError(f"none of the {len(samples)} images could be read (e.g. {decoded.skipped[0][0]})")
+    labels = decoded.labels
+
+    def shown(path: str) -> str:
+        return Path(os.path.relpath(path, root)).as_posix() if root is not None else path
+
+    views = predict_views(lambda x: predictor.predict(x, batch_size), decoded.images, tta)
+    probs = views.mean()
+    report = {"model": str(predictor.model_path), "tta": tta}
+    report.update(classification_metrics(probs, labels, names))
+    if tta:
+        report["top1_without_tta"] = classification_metrics(views.single, labels, names)["top1"]
+    report["ece"] = expected_calibration_error(probs, labels, ECE_BINS)
+    report["ece_bins"] = ECE_BINS
+    report["mean_confidence"] = float(probs.max(axis=1).mean())
+    if min_confidence is not None:
+        sure = probs.max(axis=1) >= min_confidence
+        report["at_min_confidence"] = {
+            "min_confidence": min_confidence, "coverage": float(sure.mean()),
+            "accuracy": float((probs.argmax(axis=1) == labels)[sure].mean()) if sure.any() else None,
+        }
+    report["subsets"] = {}
+    for subset, paths in (subsets or {}).items():
+        keep = np.array([p in paths for p in decoded.paths], dtype=bool)
+        part = classification_metrics(probs[keep], labels[keep], names)
+        report["subsets"][subset] = {key: part[key] for key in ("images", "top1", "top5")}
+    report["unreadable"] = [{"path": shown(path), "reason": reason} for path, reason in decoded.skipped]
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
+    report["most_confident_mistakes"] = [
+        {"path": shown(decoded.paths[i]), "true": names[labels[i]], "predicted": names[predicted[i]],
+         "probability": float(confidence[i]), "true_probability": float(probs[i, labels[i]])}
+        for i in worst
+    ]
+
+    files = {"report": REPORT_FILENAME, "confusion_matrix": CONFUSION_PNG,
+             "reliability_diagram": RELIABILITY_PNG, "predictions": PREDICTIONS_CSV}
+    plot_confusion_matrix(report["confusion_matrix"], names, out_dir / CONFUSION_PNG,
+                          title=f"confusion matrix ({split_name}, {len(labels)} images)")
+    plot_reliability_diagram({Path(predictor.model_path).name: (probs, labels)}, out_dir / RELIABILITY_PNG,
+                             title=f"reliability ({split_name}, {len(labels)} images)")
+    if gallery:
+        captions = [f"true {m['true']}\npredicted {m['predicted']} {m['probability']:.0%}"
+                    for m in report["most_confident_mistakes"]]
+        plot_image_gallery(decoded.images[worst], captions, out_dir / MISTAKES_PNG,
+                           title=f"most confident mistakes ({split_name})")
+        files["mistakes_gallery"] = MISTAKES_PNG
+    write_predictions_csv(out_dir / PREDICTIONS_CSV, [shown(p) for p in decoded.paths], labels, probs, names)
+    report["files"] = files
+    write_json_atomically(report, out_dir / REPORT_FILENAME)  # last: a complete report
+    return report
+
+
+def write_predictions_csv(path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray,
+                          class_names: list[str]) -> Path:
+    """One row per image: path, true, predicted, probability (of the prediction), true_probability."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["path", "true", "predicted", "probability", "true_probability"])
+            for p, label, row in zip(paths, labels, probs, strict=True):
+                guess = int(row.argmax())
+                out.writerow([p, class_names[label], class_names[guess], f"{row[guess]:.6f}",
+                              f"{row[label]:.6f}"])
+
+    return atomic_write(path, write)
+
+
+def summary_lines(report: dict) -> list[str]:
+    """What evaluate.py prints: headline numbers and a per-class table."""
+    tta = "with flip TTA" if report["tta"] else "single view"
+    lines = [f"{report['images']} images, {tta}: top-1 {report['top1']:.2%}   top-5 {report['top5']:.2%}   "
+             f"ECE {report['ece']:.3f}   macro F1 {fmt(report['macro_f1'])}"]
+    if "top1_without_tta" in report:
+        lines.append(f"top-1 without TTA: {report['top1_without_tta']:.2%}")
+    if "at_min_confidence" in report:
+        sure = report["at_min_confidence"]
+        lines.append(f"at or above min_confidence {sure['min_confidence']:.3f}: {sure['coverage']:.1%} of the "
+                     f"images, {fmt(sure['accuracy'])} correct")
+    for name, part in report["subsets"].items():
+        lines.append(f"{name.replace('_', ' ')}: {part['images']} images, top-1 {part['top1']:.2%}, "
+                     f"top-5 {part['top5']:.2%}")
+    width = max(len(n) for n in report["class_names"] + ["class"])
+    lines.append(f"{'class':{width}}  precision  recall      F1  images")
+    for name, c in report["per_class"].items():
+        lines.append(f"{name:{width}}  {fmt(c['precision']):>9}  {fmt(c['recall']):>6}  {fmt(c['f1']):>6}  "
+                     f"{c['support']:>6}")
+    if report["unreadable"]:
+        lines.append(f"{len(report['unreadable'])} unreadable image(s) left out (listed in {REPORT_FILENAME})")
+    return lines
+
+
+def fmt(value: float | None) -> str:
+    """A 0..1 score as a percentage, '-' when undefined."""
+    return "-" if value is None else f"{value:.1%}"

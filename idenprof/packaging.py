@@ -1,0 +1,495 @@
+"""Package a trained run as the model shipped inside idenprof: calibrated, evaluated, documented.
+
+    python -m idenprof.packaging runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
+
+Reads the run's float32 export (export/model.keras; the best checkpoint when the run has no export
+yet), fits a temperature on the run's own hold-out split (idenprof.calibration), writes the
+calibrated model, evaluates it once on the test split (idenprof.evaluation) and writes the model
+card. The folder:
+
+    model.keras, model.tflite, class_index.json   the calibrated model (float32 output [N, C])
+    calibration.json                              T, ECE before/after, min_confidence and its rule
+    calibration_holdout.png                       reliability on the hold-out, before and after
+    test_report.json, predictions.csv             the test split (idenprof.evaluation's report)
+    confusion_matrix.png, reliability_diagram.png the test split
+    training_metrics.json, training_curves.png    the run's own report and curves
+    MODEL_CARD.md
+
+The folder is built beside `--out` and renamed into place only when complete and within
+SIZE_LIMIT_BYTES; the LiteRT model stores float16 weights when float32 would not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from idenprof.errors import ConfigError, DatasetError, IdenprofError, ModelFileError
+from idenprof.run_folder import CLASS_INDEX_FILENAME, EXPORT_FILENAMES, RunFolder
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "pretrained"
+SIZE_LIMIT_BYTES = 25_000_000  # the whole folder; it ships inside the pip package
+# Room kept for everything but the two models (pictures, JSON, CSV, card: about 0.5 MB).
+OTHER_FILES_BYTES = 1_500_000
+CARD_FILENAME = "MODEL_CARD.md"
+TEST_REPORT = "test_report.json"
+HOLDOUT_PNG = "calibration_holdout.png"
+TRAINING_METRICS = "training_metrics.json"
+TRAINING_CURVES = "training_curves.png"
+DEDUPLICATED = "without_train_duplicates"
+
+
+@dataclasses.dataclass
+class Provenance:
+    """How the model was made: the training command and git commit, and where each came from."""
+
+    command: str
+    command_source: str
+    commit: str | None
+    commit_source: str
+
+
+def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEFAULT_OUT,
+                git_commit: str | None = None, log=print) -> Path:
+    """Build the shipped-model folder `out_dir` from the run in `run_dir` (see the module doc).
+
+    `data_dir` defaults to the run's own data folder; `git_commit` overrides the commit recorded in
+    the run's config.json. Returns `out_dir`.
+    """
+    from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
+    from idenprof.class_index import read_class_index
+    from idenprof.data.dataset import scan_dataset
+    from idenprof.data.decoded import decode_images
+    from idenprof.evaluation import evaluate_samples
+    from idenprof.inference import load_predictor
+    from idenprof.report import plot_reliability_diagram
+    from idenprof.training import select_samples
+
+    started = time.monotonic()
+    run = RunFolder(run_dir)
+    saved = read_run_config(run)
+    config = saved_train_config(saved, run)
+    class_names = read_class_index(run.class_index_path)
+    if config.validate_on != "holdout":
+        raise ConfigError(f"{run.path} validated on the test split: there is no hold-out to calibrate on")
+    data_dir = Path(data_dir or config.data_dir)
+    layout = scan_dataset(data_dir)
+    if layout.class_names != class_names:
+        raise DatasetError(f"{data_dir} has classes {layout.class_names}, the run {class_names}; "
+                           "pass the run's --data-dir")
+    _, holdout, test = select_samples(layout, config)
+    model, source = load_source_model(run)
+    log(f"model: {source}; hold-out {len(holdout)} images, test {len(test)} images")
+
+    holdout_data = decode_images(holdout, model.input_shape[1], progress=False)
+    for path, reason in holdout_data.skipped:
+        log(f"skipped unreadable hold-out image {path}: {reason}")
+    calibrated, calibration, logits = calibrate(model, holdout_data.images, holdout_data.labels)
+    best = run.best_checkpoint()
+    if best and abs(calibration.holdout_accuracy - best.val_accuracy) > 0.02:
+        # Training validated on the same images (in bfloat16 perhaps): a gap means another split.
+        log(f"warning: hold-out accuracy {calibration.holdout_accuracy:.2%} differs from the run's "
+            f"{best.val_accuracy:.2%}; is --data-dir the run's dataset?")
+    log(f"temperature {calibration.temperature:.3f}: hold-out ECE {calibration.ece_before:.3f} -> "
+        f"{calibration.ece_after:.3f}; min_confidence {calibration.min_confidence:.3f}")
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        float16 = write_models(calibrated, class_names, staging, log)
+        calibration.write(staging / CALIBRATION_FILENAME)
+        plot_reliability_diagram(
+            {"before (T = 1)": (softmax(logits), holdout_data.labels),
+             f"after (T = {calibration.temperature:.2f})": (softmax(logits / calibration.temperature),
+                                                             holdout_data.labels)},
+            staging / HOLDOUT_PNG, title=f"reliability on the hold-out ({len(holdout_data.labels)} images)")
+        agreement = keras_litert_agreement(calibrated, staging, holdout_data.images[:64])
+
+        predictor = load_predictor(staging / EXPORT_FILENAMES["tflite"])
+        unique_tests = {path for path, _ in layout.test_without_train_duplicates()}
+        report = evaluate_samples(
+            predictor, test, staging, root=data_dir, tta=config.tta, subsets={DEDUPLICATED: unique_tests},
+            gallery=False, split_name="test split", min_confidence=calibration.min_confidence)
+        os.replace(staging / "report.json", staging / TEST_REPORT)
+        report["files"]["report"] = TEST_REPORT
+        training_report = copy_training_report(run, staging)
+
+        provenance = find_provenance(saved, config, git_commit)
+        card = model_card(config=config, saved=saved, source=source, provenance=provenance,
+                          layout=layout, holdout_images=len(holdout), report=report,
+                          calibration=calibration, training_report=training_report,
+                          float16=float16, agreement=agreement, staging=staging)
+        (staging / CARD_FILENAME).write_text(card)
+        size = folder_bytes(staging)
+        if size > SIZE_LIMIT_BYTES:
+            raise IdenprofError(f"the packaged model is {size / 1e6:.1f} MB, over the "
+                                f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit; nothing was replaced")
+        swap_into_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"test top-1 {report['top1']:.2%} (without train duplicates "
+        f"{report['subsets'][DEDUPLICATED]['top1']:.2%}), top-5 {report['top5']:.2%}, ECE {report['ece']:.3f}")
+    log(f"wrote {out_dir} ({folder_bytes(out_dir) / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
+    return out_dir
+
+
+def read_run_config(run: RunFolder) -> dict:
+    if not run.config_path.is_file():
+        raise ConfigError(f"{run.path} has no config.json; give a run folder written by train.py")
+    try:
+        return json.loads(run.config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{run.config_path} cannot be read ({e})") from None
+
+
+def saved_train_config(saved: dict, run: RunFolder):
+    """The run's TrainConfig (settings this version does not know are ignored)."""
+    from idenprof.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = saved.get("config")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{run.config_path} has no \"config\" object; give a run folder written by train.py")
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def load_source_model(run: RunFolder):
+    """(float32 Keras model, description): export/model.keras, else the best checkpoint."""
+    import keras
+
+    from idenprof.export import float32_copy
+
+    exported = run.export_dir / EXPORT_FILENAMES["keras"]
+    best = run.best_checkpoint()
+    path = exported if exported.is_file() else best.path if best else None
+    if path is None:
+        raise ModelFileError(f"{run.path} has no export/{EXPORT_FILENAMES['keras']} and no checkpoint")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a bad file
+        raise ModelFileError(f"{path}: cannot load as a Keras model ({e})") from None
+    if path == exported:
+        return model, f"{run.path.name}/export/{exported.name}"
+    return float32_copy(model), f"{run.path.name}/{path.name} (best checkpoint so far; the run had no export)"
+
+
+def write_models(calibrated, class_names: list[str], folder: Path, log) -> bool:
+    """model.keras, model.tflite and class_index.json into `folder`; the .tflite gets float16
+    weights when both float32 models would leave too little of SIZE_LIMIT_BYTES. Returns whether
+    it did."""
+    from idenprof.export import export_model
+
+    export_model(calibrated, folder, class_names, formats=("keras", "tflite"))
+    models = sum((folder / EXPORT_FILENAMES[f]).stat().st_size for f in ("keras", "tflite"))
+    if models <= SIZE_LIMIT_BYTES - OTHER_FILES_BYTES:
+        return False
+    log(f"the float32 models take {models / 1e6:.1f} MB: writing the .tflite with float16 weights")
+    export_model(calibrated, folder, class_names, formats=("tflite",), tflite_float16=True)
+    models = sum((folder / EXPORT_FILENAMES[f]).stat().st_size for f in ("keras", "tflite"))
+    if models > SIZE_LIMIT_BYTES - OTHER_FILES_BYTES:
+        raise IdenprofError(f"even with a float16 .tflite the models take {models / 1e6:.1f} MB, over the "
+                            f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit; nothing was replaced")
+    return True
+
+
+def keras_litert_agreement(calibrated, folder: Path, images: np.ndarray) -> dict:
+    """How far the written .tflite is from the Keras model on `images`: the largest probability
+    difference and the share of equal top-1 predictions."""
+    import keras
+
+    from idenprof.inference import load_predictor
+
+    expected = keras.ops.convert_to_numpy(calibrated(np.asarray(images, np.float32), training=False))
+    got = load_predictor(folder / EXPORT_FILENAMES["tflite"]).predict(images)
+    return {"images": int(len(images)), "max_abs_difference": float(np.abs(expected - got).max()),
+            "same_top1": float((expected.argmax(1) == got.argmax(1)).mean())}
+
+
+def copy_training_report(run: RunFolder, folder: Path) -> dict | None:
+    """The run's metrics.json (as training_metrics.json) and its training curves; None when the
+    run is unfinished (the curves are then drawn from metrics.csv so far)."""
+    from idenprof.report import plot_training_curves
+
+    if run.curves_png.is_file():
+        shutil.copyfile(run.curves_png, folder / TRAINING_CURVES)
+    elif run.metrics_csv.is_file():
+        plot_training_curves(run.metrics_csv, folder / TRAINING_CURVES)
+    if not run.report_path.is_file():
+        return None
+    shutil.copyfile(run.report_path, folder / TRAINING_METRICS)
+    return json.loads(run.report_path.read_text())
+
+
+def flags_for(config) -> str:
+    """The train.py flags that give `config`: its preset and every setting that differs from it."""
+    from idenprof.config import resolve_config
+
+    base = dataclasses.asdict(resolve_config(config.preset, {}))
+    words = ["python", "train.py"] + (["--preset", config.preset] if config.preset else [])
+    negated = {"progress": "--quiet", "flip": "--no-flip", "fused_batch_norm": "--no-fused-batch-norm"}
+    for name, value in dataclasses.asdict(config).items():
+        if name == "preset" or base.get(name) == value:
+            continue
+        if name in negated:
+            words.append(negated[name] if not value else f"--{name.replace('_', '-')}")
+        elif value is True:
+            words.append(f"--{name.replace('_', '-')}")
+        elif value is not None and value is not False:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            words += [f"--{name.replace('_', '-')}", shown]
+    import shlex
+
+    return shlex.join(words)
+
+
+def find_provenance(saved: dict, config, git_commit: str | None) -> Provenance:
+    if saved.get("command"):
+        command, command_source = saved["command"], "recorded in config.json"
+    else:
+        command, command_source = flags_for(config), "rebuilt from the settings in config.json"
+    if git_commit:
+        commit, commit_source = git_commit, "given to the packaging command"
+    elif saved.get("git_commit"):
+        commit = saved["git_commit"]
+        commit_source = "recorded in config.json" + (" (with uncommitted changes)" if saved.get("git_dirty") else "")
+    else:
+        commit, commit_source = None, "not recorded (the run predates config.json's git_commit field)"
+    return Provenance(command, command_source, commit, commit_source)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename `staging` to `out_dir`, moving any previous folder aside first and deleting it."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def top_confusions(report: dict, count: int = 6) -> list[tuple[str, str, int]]:
+    """The largest off-diagonal cells of the confusion matrix: (true, predicted, images)."""
+    cm, names = np.asarray(report["confusion_matrix"]), report["class_names"]
+    cells = [(int(cm[i, j]), names[i], names[j]) for i in range(len(names)) for j in range(len(names))
+             if i != j and cm[i, j]]
+    return [(t, p, n) for n, t, p in sorted(cells, reverse=True)[:count]]
+
+
+def share_of_errors_within(report: dict, group: list[str]) -> tuple[int, int]:
+    """(errors where both the true and the predicted class are in `group`, all errors)."""
+    cm, names = np.asarray(report["confusion_matrix"]), report["class_names"]
+    index = [names.index(n) for n in group if n in names]
+    errors = int(cm.sum() - np.trace(cm))
+    within = int(sum(cm[i, j] for i in index for j in index if i != j))
+    return within, errors
+
+
+def model_card(*, config, saved, source, provenance: Provenance, layout, holdout_images, report,
+               calibration, training_report, float16, agreement, staging: Path) -> str:
+    """MODEL_CARD.md: what the model is, how it was made and tested, and what it is not for."""
+    sizes = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+    dedup = report["subsets"][DEDUPLICATED]
+    train_count = sum(layout.counts("train"))
+    test_count = sum(layout.counts("test"))
+    duplicate_tests = len({b for _, b in layout.duplicates})
+    runtime = saved.get("runtime", {})
+    lines = ["# IdenProf profession classifier", ""]
+    if not training_report:
+        lines += ["> **Interim model**: packaged from the best checkpoint so far of a run still "
+                  "training; the figures below are that checkpoint's, not the final model's.", ""]
+    lines += [
+        f"A {config.model} (width x{config.width}, {config.stem} stem) that takes one photo, resized whole "
+        f"to {config.image_size}x{config.image_size} pixels, and gives the probability of each of ten "
+        f"uniformed professions: {', '.join(report['class_names'])}. Trained from scratch on IdenProf "
+        "(web photos of people at work); the probabilities are calibrated (temperature scaling).",
+        "",
+        "## Files",
+        "",
+        "| file | bytes | what |",
+        "|---|---:|---|",
+    ]
+    what = {
+        "model.keras": "the calibrated model, float32: `keras.models.load_model(path)`, no custom objects",
+        "model.tflite": "the same for LiteRT (infer.py's default)"
+        + (", weights stored as float16 to keep the folder under 25 MB" if float16 else ", float32"),
+        CLASS_INDEX_FILENAME: "output position -> class name",
+        "calibration.json": "temperature, ECE before/after, default min_confidence and its rule",
+        HOLDOUT_PNG: "reliability diagram on the hold-out, before and after calibration",
+        TEST_REPORT: "the test evaluation (idenprof.evaluation, as `python evaluate.py` writes it)",
+        "predictions.csv": "every test image: true class, prediction, probability",
+        "confusion_matrix.png": "test confusion matrix",
+        "reliability_diagram.png": "reliability diagram on the test split",
+        TRAINING_METRICS: "the training run's own test report (metrics.json)",
+        TRAINING_CURVES: "loss and accuracy per epoch",
+        CARD_FILENAME: "this card",
+    }
+    for name in sorted(sizes):
+        lines.append(f"| `{name}` | {sizes[name]:,} | {what.get(name, '')} |")
+    lines += [
+        "",
+        f"Input: float32 RGB pixels 0..255, shape [N, {config.image_size}, {config.image_size}, 3] "
+        "(preprocessing is inside the model). Output: float32 probabilities [N, 10] in the order of "
+        "`class_index.json`. The head, by layer name: `predictions` (Dense, linear: the logits), "
+        f"`temperature` (Rescaling by 1/T, T = {calibration.temperature:.4f}), `probabilities` "
+        "(float32 softmax). The .tflite was checked against the .keras on "
+        f"{agreement['images']} hold-out images: largest probability difference "
+        f"{agreement['max_abs_difference']:.1e}, same top-1 for {agreement['same_top1']:.0%}.",
+        "",
+        "## How it was trained",
+        "",
+        f"    {provenance.command}",
+        "",
+        f"- command: {provenance.command_source}; run folder `{Path(config.run_dir or '').name or '?'}`; "
+        f"model packaged from {source}",
+        f"- git commit: `{provenance.commit}` ({provenance.commit_source})" if provenance.commit
+        else f"- git commit: {provenance.commit_source}",
+        f"- recipe: preset `{config.preset}`; {config.optimizer} lr {config.lr} (weight decay "
+        f"{config.weight_decay}), {config.schedule} schedule, label smoothing {config.label_smoothing}, "
+        f"batch {config.batch_size}, random crops (area {config.crop_scale}) at "
+        f"{config.train_image_size or config.image_size} px, "
+        f"the last {config.whole_image_fraction:.0%} on whole {config.image_size} px images, flips; seed {config.seed}",
+        f"- machine: {runtime.get('device', '?')} x{runtime.get('replicas', '?')}, precision "
+        f"{runtime.get('precision', '?')}",
+    ]
+    if training_report:
+        lines.append(
+            f"- training: {training_report.get('epochs_run')} epochs in "
+            f"{training_report.get('train_seconds', 0) / 60:.0f} min; best checkpoint epoch "
+            f"{training_report.get('best_epoch')} (hold-out accuracy {pct(training_report.get('best_val_accuracy'))})")
+    else:
+        lines.append("- training: UNFINISHED when packaged (an interim model from the best checkpoint so far)")
+    lines += [
+        "",
+        "## Data and splits",
+        "",
+        f"IdenProf: {train_count:,} training and {test_count:,} test photos, ten classes "
+        f"({layout.counts('train')[0]} and {layout.counts('test')[0]} per class). "
+        f"A stratified {config.val_fraction:.0%} of the training photos ({holdout_images} images, seed "
+        f"{config.seed}) is held out: it chose the best checkpoint and fitted the temperature. The "
+        f"rest ({train_count - holdout_images:,} photos) trained the model. The test split was used "
+        f"once, for the figures below. {duplicate_tests} test photos are byte-identical to training "
+        "photos; the de-duplicated figures leave them out.",
+        "",
+        "## Test results",
+        "",
+        "| test images | top-1 | top-5 |",
+        "|---|---:|---:|",
+        f"| all {report['images']:,} | {pct(report['top1'])} | {pct(report['top5'])} |",
+        f"| de-duplicated {dedup['images']:,} | {pct(dedup['top1'])} | {pct(dedup['top5'])} |",
+        "",
+        ("With flip test-time augmentation (the mean of the photo and its mirror, `infer.py --tta`); "
+         f"a single view (infer.py's default) scores {pct(report.get('top1_without_tta'))} top-1."
+         if report["tta"] else "Single view (no test-time augmentation)."),
+    ]
+    if training_report:
+        lines.append(f"The training run's own report (`{TRAINING_METRICS}`) gives "
+                     f"{pct(training_report.get('top1'))} top-1 before calibration.")
+    lines += ["", "Per class (test split):", "", "| class | precision | recall | F1 | images |",
+              "|---|---:|---:|---:|---:|"]
+    for name, c in report["per_class"].items():
+        lines.append(f"| {name} | {pct(c['precision'])} | {pct(c['recall'])} | {pct(c['f1'])} | {c['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    at = report.get("at_min_confidence", {})
+    lines += [
+        "## Calibration",
+        "",
+        f"Temperature T = {calibration.temperature:.4f}, fitted on the {calibration.holdout_images} "
+        "hold-out images by minimising the negative log-likelihood of softmax(logits / T) "
+        f"({calibration.nll_before:.3f} -> {calibration.nll_after:.3f} nats per image). Expected "
+        f"calibration error (15 bins) on the hold-out: {calibration.ece_before:.3f} before, "
+        f"{calibration.ece_after:.3f} after; on the test split after: {report['ece']:.3f}.",
+        "",
+        f"Default `min_confidence` = {calibration.min_confidence:.4f}: {calibration.min_confidence_rule}. "
+        f"On the hold-out {calibration.coverage_at_min_confidence:.1%} of the photos reach it and "
+        f"{pct(calibration.accuracy_at_min_confidence)} of those are right; on the test split "
+        f"{pct(at.get('coverage'))} reach it and {pct(at.get('accuracy'))} of those are right. "
+        "Below it, treat the answer as \"not sure\".",
+        "",
+        f"![reliability on the hold-out]({HOLDOUT_PNG}) ![reliability on the test split](reliability_diagram.png)",
+        "",
+        "## Known weaknesses",
+        "",
+    ]
+    within, errors = share_of_errors_within(report, ["chef", "waiter", "doctor"])
+    confusions = ", ".join(f"{t} taken for {p} ({n})" for t, p, n in top_confusions(report))
+    lines += [
+        f"- Look-alike uniforms: the most frequent test confusions are {confusions}. Chef, waiter "
+        f"and doctor (white coats and jackets) mistaken for one another make {within} of the "
+        f"{errors} test errors.",
+        f"- Small images: the photo is shrunk whole to {config.image_size}x{config.image_size} pixels "
+        "(aspect ratio not kept); a person who fills little of the frame, several people, or a "
+        "very wide or tall photo loses the details of the uniform.",
+        "- Anything else: the model always answers one of the ten professions. A photo of a person "
+        "with none of them, of no person, or of a costume gets a profession anyway, often with high "
+        "confidence; `min_confidence` filters some of these but is not an out-of-distribution "
+        "detector.",
+        "- The data: IdenProf's web photos over-represent some looks of each profession (posed stock "
+        "photos, uniforms from a few countries); accuracy on other photos, and across people's "
+        "gender, age or skin colour, was not measured.",
+        "",
+        "## Intended use",
+        "",
+        "Demonstrations, teaching and research on image classification: recognising the uniform or "
+        "work setting of a photo among these ten professions, with calibrated probabilities.",
+        "",
+        "Not for: identifying, tracking or profiling real people; deciding or inferring anything "
+        "about a person (their actual job, employment, access, policing, immigration, credit) from "
+        "a photo of them; surveillance. The model sees clothing and surroundings, not a person's "
+        "profession, and its errors are not evenly spread.",
+        "",
+        "## Use it",
+        "",
+        "    python infer.py photo.jpg                       # this model, when no run under runs/ has one",
+        "    python evaluate.py --model idenprof/pretrained/model.tflite my_photos/   # one folder per class",
+        "",
+        f"Packaged with `python -m idenprof.packaging` from {source}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("run_dir", type=Path, help="the training run folder (runs/...)")
+    parser.add_argument("--data-dir", type=Path, help="dataset with train/ and test/ (default: the run's)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--git-commit", help="commit that trained the run, when config.json lacks it")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m idenprof.packaging`: package a run; the exit code (2 for a bad run or data)."""
+    args = parse_args(argv)
+    from idenprof.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    try:
+        package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit)
+    except IdenprofError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The project installs as a package: a wheel builds, installs into a fresh virtual environment,
+its console commands answer, and models/ works from the installed wheel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import venv
+
+import pytest
+from archive_subsets import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh venv holding the project's wheel. It sees the machine's site-packages for the heavy
+    dependencies (TensorFlow), but not the repository: commands run from an empty folder."""
+    tmp = tmp_path_factory.mktemp("install")
+    # Build from a copy: setuptools writes build/ and *.egg-info into the source folder.
+    source = tmp / "source"
+    top_level_only = {".git", "runs", "data", "build", "dist", "test-artifacts"}
+
+    def ignore(folder, names):
+        skipped = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
+        return skipped | (top_level_only & set(names) if folder == str(REPO_ROOT) else set())
+
+    shutil.copytree(REPO_ROOT, source, ignore=ignore)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp / "dist"), str(source)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    [wheel] = (tmp / "dist").glob("idenprof-*.whl")
+    env_dir = tmp / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    workdir = tmp / "elsewhere"
+    workdir.mkdir()
+    return env_dir, workdir, wheel
+
+
+@pytest.mark.parametrize("command, expected", [("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out")])
+def test_console_commands_answer_help(installed, command, expected):
+    env_dir, workdir, _ = installed
+    result = subprocess.run([str(env_dir / "bin" / command), "--help"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stdout
+
+
+def test_models_from_the_installed_wheel_build_a_resnet50(installed):
+    env_dir, workdir, _ = installed
+    code = ("import models, idenprof; m = models.ResNet50(classes=10, input_shape=(64, 64, 3)); "
+            "print(m.count_params(), models.__file__, idenprof.__file__)")
+    result = subprocess.run([str(env_dir / "bin" / "python"), "-c", code], cwd=workdir,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    params, models_file, idenprof_file = result.stdout.split()
+    assert int(params) > 23_000_000  # ResNet-50's body with a 10-class head
+    assert str(env_dir) in models_file and str(env_dir) in idenprof_file  # not the repository's copies
+
+
+def test_the_wheel_carries_both_packages_and_no_data_or_runs(installed):
+    import zipfile
+
+    _, _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("idenprof/data/") for n in names) and "models/resnet.py" in names
+    assert not any(n.startswith(("runs/", "data/", "tests/")) for n in names)
+    assert "idenprof/pretrained/model.tflite" in names  # the shipped model travels with the package

@@ -1,0 +1,164 @@
+"""idenprof.packaging: a run folder becomes the shipped model folder (calibrated, evaluated,
+documented, within the size limit), atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from test_export import CLASS_NAMES, tiny_model
+
+from idenprof import packaging
+from idenprof.calibration import temperature_of
+from idenprof.class_index import write_class_index
+from idenprof.config import resolve_config
+from idenprof.errors import IdenprofError
+from idenprof.export import export_model
+from idenprof.files import write_json_atomically
+from idenprof.inference import load_predictor
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_FILES = {
+    "model.keras", "model.tflite", "class_index.json", "calibration.json", "calibration_holdout.png",
+    "test_report.json", "predictions.csv", "confusion_matrix.png", "reliability_diagram.png",
+    "training_curves.png", "MODEL_CARD.md",
+}
+
+
+def make_run(root: Path, dataset: Path, *, finished: bool, provenance: dict | None = None) -> Path:
+    """A tiny run folder as train.py leaves it: config.json, class index, best checkpoint,
+    metrics.csv; when `finished`, also export/ and metrics.json."""
+    run = root / "run"
+    run.mkdir(parents=True)
+    config = resolve_config(None, {"model": "resnet18", "width": 0.125, "image_size": 32, "tta": True,
+                                   "data_dir": str(dataset), "run_dir": str(run), "progress": False})
+    write_json_atomically({"config": dataclasses.asdict(config), "runtime": {"device": "cpu"},
+                           **(provenance or {})}, run / "config.json")
+    write_class_index(CLASS_NAMES, run / "class_index.json")
+    model = tiny_model()
+    model.save(run / "model-e002-val0.1000.keras")
+    (run / "metrics.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                                     "0,0.1,2.4,0.1,2.3\n1,0.2,2.2,0.1,2.3\n")
+    if finished:
+        export_model(model, run / "export", CLASS_NAMES, formats=("keras",))
+        write_json_atomically({"top1": 0.1, "epochs_run": 2, "train_seconds": 60.0, "best_epoch": 2,
+                               "best_val_accuracy": 0.1}, run / "metrics.json")
+    return run
+
+
+@pytest.fixture(scope="module")
+def interim(small_dataset, tmp_path_factory):
+    """An unfinished run (checkpoint only, nothing recorded about its command) packaged."""
+    root = tmp_path_factory.mktemp("interim")
+    run = make_run(root, small_dataset, finished=False)
+    logged: list[str] = []
+    out = packaging.package_run(run, None, root / "pretrained", log=logged.append)
+    return {"run": run, "out": out, "log": logged, "root": root}
+
+
+def test_writes_every_file_and_leaves_no_staging(interim):
+    assert {p.name for p in interim["out"].iterdir()} == PACKAGE_FILES
+    assert sorted(p.name for p in interim["root"].iterdir()) == ["pretrained", "run"]
+
+
+def test_calibration_json_matches_the_model_and_the_run_holdout(interim):
+    saved = json.loads((interim["out"] / "calibration.json").read_text())
+    assert {"temperature", "min_confidence", "ece_before", "ece_after", "holdout_images"} <= set(saved)
+    assert saved["holdout_images"] == 10  # 10% of 8 training photos per class, rounded: 1 per class
+    model = keras.models.load_model(interim["out"] / "model.keras")
+    assert temperature_of(model) == pytest.approx(saved["temperature"])
+    assert model.layers[-1].name == "probabilities"
+
+
+def test_test_report_is_evaluation_of_the_shipped_litert_model(interim, small_dataset):
+    report = json.loads((interim["out"] / "test_report.json").read_text())
+    assert report["images"] == 40 and report["tta"] is True
+    assert report["model"].endswith("model.tflite")
+    assert set(report["subsets"]) == {"without_train_duplicates"}
+    assert report["subsets"]["without_train_duplicates"]["images"] <= 40
+    assert "at_min_confidence" in report
+    predictor = load_predictor(interim["out"] / "model.tflite")
+    assert predictor.class_names == CLASS_NAMES
+    assert not Path(report["most_confident_mistakes"][0]["path"]).is_absolute()
+
+
+def test_model_card_of_an_unfinished_run(interim):
+    card = (interim["out"] / "MODEL_CARD.md").read_text()
+    assert "Interim model" in card
+    assert "    python train.py --data-dir " in card
+    assert "--model resnet18 --image-size 32 --width 0.125" in card and "rebuilt from the settings" in card
+    assert "git commit: not recorded" in card
+    for section in ("## Data and splits", "## Test results", "| chef |", "## Calibration",
+                    "min_confidence", "## Known weaknesses", "Not for: identifying", "![confusion matrix]"):
+        assert section in card, section
+
+
+def test_finished_run_uses_its_export_report_and_recorded_provenance(small_dataset, tmp_path, interim):
+    run = make_run(tmp_path, small_dataset, finished=True,
+                   provenance={"command": "python train.py --preset cpu", "git_commit": "a" * 40, "git_dirty": False})
+    out = tmp_path / "pretrained"
+    shutil.copytree(interim["out"], out)  # a previous package is replaced whole
+    (out / "stale.txt").write_text("old")
+    packaging.package_run(run, small_dataset, out, log=lambda _: None)
+    assert {p.name for p in out.iterdir()} == PACKAGE_FILES | {"training_metrics.json"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "    python train.py --preset cpu\n" in card and f"`{'a' * 40}` (recorded in config.json)" in card
+    assert "Interim" not in card and "2 epochs in 1 min" in card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrained", "run"]
+
+
+def test_over_the_size_limit_nothing_is_replaced(small_dataset, tmp_path, interim, monkeypatch):
+    # The float32 models fit, the pictures and reports beside them do not.
+    models = sum((interim["out"] / name).stat().st_size for name in ("model.keras", "model.tflite"))
+    monkeypatch.setattr(packaging, "OTHER_FILES_BYTES", 0)
+    monkeypatch.setattr(packaging, "SIZE_LIMIT_BYTES", models + 1000)
+    out = tmp_path / "pretrained"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous package")
+    with pytest.raises(IdenprofError, match="MB limit; nothing was replaced"):
+        packaging.package_run(interim["run"], small_dataset, out, log=lambda _: None)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrained"]
+
+
+def test_litert_weights_become_float16_when_float32_would_not_fit(interim, tmp_path, monkeypatch):
+    model = keras.models.load_model(interim["out"] / "model.keras")
+    float32_size = (interim["out"] / "model.tflite").stat().st_size
+    keras_size = (interim["out"] / "model.keras").stat().st_size
+    monkeypatch.setattr(packaging, "OTHER_FILES_BYTES", 0)
+    monkeypatch.setattr(packaging, "SIZE_LIMIT_BYTES", keras_size + float32_size - 1)
+    messages: list[str] = []
+    assert packaging.write_models(model, CLASS_NAMES, tmp_path, messages.append) is True
+    assert "float16" in messages[0]
+    assert (tmp_path / "model.tflite").stat().st_size < 0.6 * float32_size
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    got = load_predictor(tmp_path / "model.tflite").predict(pixels)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(pixels)), atol=2e-2)
+
+
+def test_rebuilt_command_parses_back_to_the_same_config():
+    from idenprof.cli.train import build_parser
+
+    config = resolve_config("cpu-long", {"data_dir": "/data/idenprof", "run_dir": "runs/x y",
+                                         "progress": False, "seed": 1, "crop_scale": [0.4, 1.0]})
+    words = shlex.split(packaging.flags_for(config))
+    assert words[:4] == ["python", "train.py", "--preset", "cpu-long"]
+    args = vars(build_parser().parse_args(words[2:]))
+    assert resolve_config(args.pop("preset"), args) == config
+
+
+def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "idenprof.packaging", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 2
+    assert done.stderr == f"error: {tmp_path} has no config.json; give a run folder written by train.py\n"

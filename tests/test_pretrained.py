@@ -1,0 +1,90 @@
+"""The model shipped inside the package (idenprof/pretrained/, written by idenprof.packaging):
+small enough to ship, complete, calibrated, and loadable with the standard APIs alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from test_export import CLASS_NAMES
+
+from idenprof.class_index import read_class_index
+from idenprof.data.imaging import load_image_rgb
+from idenprof.inference import PRETRAINED_DIR, PRETRAINED_MODEL, load_predictor
+from idenprof.packaging import SIZE_LIMIT_BYTES
+
+SHIPPED = ["model.keras", "model.tflite", "class_index.json", "calibration.json", "MODEL_CARD.md",
+           "test_report.json", "confusion_matrix.png", "reliability_diagram.png", "calibration_holdout.png"]
+
+
+def test_the_folder_is_at_most_25_mb():
+    size = sum(p.stat().st_size for p in PRETRAINED_DIR.rglob("*") if p.is_file())
+    assert size <= SIZE_LIMIT_BYTES == 25_000_000
+
+
+def test_the_folder_has_the_model_its_calibration_and_its_card():
+    for name in SHIPPED:
+        assert (PRETRAINED_DIR / name).is_file(), name
+    assert read_class_index(PRETRAINED_DIR / "class_index.json") == CLASS_NAMES
+    calibration = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
+    assert calibration["temperature"] > 0 and 0 < calibration["min_confidence"] <= 1
+    assert calibration["holdout_images"] == 900  # the run's 10% hold-out of IdenProf's 9,000
+    report = json.loads((PRETRAINED_DIR / "test_report.json").read_text())
+    assert report["images"] == 2000 and report["subsets"]["without_train_duplicates"]["images"] == 1956
+
+
+LOAD_WITHOUT_THE_PROJECT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder, pixels_path = sys.argv[1:]
+    pixels = np.load(pixels_path)
+    model = keras.models.load_model(f"{folder}/model.keras")
+    runner = Interpreter(model_path=f"{folder}/model.tflite").get_signature_runner()
+    print(json.dumps({
+        "head": [layer.name for layer in model.layers[-3:]],
+        "scale": float(model.get_layer("temperature").scale),
+        "keras": np.asarray(model(pixels)).tolist(),
+        "tflite": runner(pixels=pixels)["probabilities"].tolist(),
+        "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("idenprof", "models")),
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fresh_process(small_dataset, tmp_path_factory):
+    """The shipped models run in a new Python that never imports this project, on real photos."""
+    predictor = load_predictor(PRETRAINED_MODEL)
+    photos = [sorted((small_dataset / "test" / name).glob("*.jpg"))[0] for name in CLASS_NAMES]
+    pixels = np.stack([load_image_rgb(p, size=predictor.image_size) for p in photos]).astype(np.float32)
+    scratch = tmp_path_factory.mktemp("fresh")
+    np.save(scratch / "pixels.npy", pixels)
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_THE_PROJECT, str(PRETRAINED_DIR),
+                           str(scratch / "pixels.npy")], cwd=scratch, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), predictor.predict(pixels)
+
+
+def test_keras_model_loads_without_custom_objects_and_carries_the_temperature(fresh_process):
+    result, _ = fresh_process
+    assert result["project_modules"] == []
+    assert result["head"] == ["predictions", "temperature", "probabilities"]
+    temperature = json.loads((PRETRAINED_DIR / "calibration.json").read_text())["temperature"]
+    assert 1 / result["scale"] == pytest.approx(temperature, rel=1e-6)
+
+
+def test_litert_and_keras_agree_and_give_probabilities(fresh_process):
+    result, ours = fresh_process
+    keras_probs, tflite_probs = np.array(result["keras"]), np.array(result["tflite"])
+    np.testing.assert_allclose(keras_probs.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(tflite_probs, keras_probs, atol=1e-3)
+    np.testing.assert_allclose(ours, tflite_probs, atol=1e-6)  # infer.py's path: the same model

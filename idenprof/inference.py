@@ -310,11 +310,17 @@ def predict_files(
             lambda x: predictor.predict(x, batch_size), np.stack(images), tta
         ).mean()
         for path, row in zip(loaded_paths, probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[:top_k]
-            results.append(
-                FilePrediction(path, [(predictor.class_names[i], float(row[i])) for i in order])
-            )
+            results.append(FilePrediction(path, top_predictions(row, predictor.class_names, top_k)))
     return results, errors
+
+
+def top_predictions(
+    probabilities: np.ndarray, class_names: list[str], top_k: int
+) -> list[tuple[str, float]]:
+    """The `top_k` most likely (class name, probability) of one image's probabilities [C], most
+    likely first; ties keep class index order."""
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    return [(class_names[i], float(probabilities[i])) for i in order]
 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[InputError]]:

@@ -70,6 +70,25 @@ def test_accuracy_plot_rejects_a_csv_without_the_columns(tmp_path):
     assert not (tmp_path / "plot.png").exists()
 
 
+def test_serve_latency_bench_reports_latency_heat_maps_throughput_and_memory(small_archive,
+                                                                             tmp_path):
+    from serve_helpers import export_tiny_model
+
+    tflite = export_tiny_model(tmp_path / "model")
+    result = run_bench("serve_latency.py", "--model", tflite, "--archive", small_archive,
+                       "--requests", 4, "--heatmap-requests", 2, "--clients", 2,
+                       "--concurrent-requests", 6)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^machine: .+, \d+ cores", result.stdout, re.M), result.stdout
+    assert re.search(r"^one client: p50 [0-9.]+ ms .* p95 [0-9.]+ ms .* over 4 requests$",
+                     result.stdout, re.M), result.stdout
+    assert re.search(r"^with heat map: p50 [0-9.]+ ms .* over 2 requests$", result.stdout, re.M)
+    assert re.search(r"^2 clients: [0-9.]+ predictions/s .*, 0 errors in 6 requests$",
+                     result.stdout, re.M), result.stdout
+    assert re.search(r"^server RSS: \d+ MB, peak \d+ MB", result.stdout, re.M)
+    assert last_value(result.stdout, "p50_ms") > 0
+
+
 def test_augment_bench_compares_ours_with_keras_layers_per_job():
     result = run_bench("augment.py", "--image-size", 32, "--batch-size", 8, "--batches", 2, "--rounds", 1)
     assert result.returncode == 0, result.stderr[-3000:]

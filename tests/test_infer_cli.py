@@ -150,3 +150,32 @@ def test_tensorflow_formats_give_the_same_answer_as_litert(export_dir, tflite, p
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # TensorFlow's native start-up lines are kept off the terminal
     assert prediction_lines(done.stdout) == prediction_lines(infer(*args, "--model", tflite).stdout)
+
+
+def test_below_min_confidence_it_says_not_sure(tflite, photos):
+    done = infer(*map(str, photos[:2]), "--model", tflite, "--min-confidence", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("not sure — maybe none of these 10 professions") == 2
+    assert len(prediction_lines(done.stdout)) == 10
+    sure = infer(str(photos[0]), "--model", tflite, "--min-confidence", "0")
+    assert "not sure" not in sure.stdout and len(prediction_lines(sure.stdout)) == 5
+    records = json.loads(infer(str(photos[0]), "--model", tflite, "--json",
+                               "--min-confidence", "1").stdout)
+    assert records[0]["unsure"] is True
+
+
+def test_min_confidence_defaults_to_calibration_json_beside_the_model(tmp_path, export_dir, photos):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.tflite", "class_index.json"):
+        (folder / name).write_bytes((export_dir / name).read_bytes())
+    (folder / "calibration.json").write_text('{"min_confidence": 1.0}')
+    done = infer(str(photos[0]), "--model", str(folder / "model.tflite"))
+    assert done.returncode == 0, done.stderr
+    assert "not sure — maybe none of these 10 professions" in done.stdout
+
+
+def test_a_min_confidence_outside_0_to_1_is_a_one_line_error(tflite, photos):
+    done = infer(str(photos[0]), "--model", tflite, "--min-confidence", "2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "min_confidence must be a probability 0..1" in done.stderr

@@ -45,6 +45,7 @@ def installed(tmp_path_factory):
 
 @pytest.mark.parametrize("command, expected", [
     ("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out"),
+    ("idenprof-serve", "--port"),
 ])
 def test_console_commands_answer_help(installed, command, expected):
     env_dir, workdir, _ = installed
@@ -74,3 +75,4 @@ def test_the_wheel_carries_both_packages_and_no_data_or_runs(installed):
     assert any(n.startswith("idenprof/data/") for n in names) and "models/resnet.py" in names
     assert not any(n.startswith(("runs/", "data/", "tests/")) for n in names)
     assert "idenprof/pretrained/model.tflite" in names  # the shipped model travels with the package
+    assert "idenprof/static/index.html" in names  # and the web page

@@ -4,10 +4,13 @@
                                                # (the pretrained model shipped in idenprof/ without one)
     python infer.py photos/ more/*.jpg --top 3 --json
     python infer.py photo.jpg --model runs/resnet50/export/model.tflite
+    python infer.py photo.jpg --min-confidence 0.5
 
 Prints `class : percent` lines, most likely first (a `==> file <==` header before each block when
-there are several images). Exit code 0 when all went well, 1 when some images failed (each is
-reported on stderr, the others are still predicted), 2 for usage and model errors.
+there are several images), and "not sure — ..." under a block whose top probability is below the
+confidence threshold (--min-confidence, default from calibration.json beside the model).
+Exit code 0 when all went well, 1 when some images failed (each is reported on stderr, the
+others are still predicted), 2 for usage and model errors.
 """
 
 from __future__ import annotations
@@ -21,13 +24,9 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from idenprof.classifier import Classifier, load, unsure_message  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
-from idenprof.inference import (  # noqa: E402
-    expand_inputs,
-    load_predictor,
-    predict_files,
-    resolve_model_path,
-)
+from idenprof.inference import expand_inputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,10 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tta", action="store_true", help="average each image with its horizontal mirror"
     )
+    parser.add_argument(
+        "--min-confidence", type=float, metavar="P",
+        help="say 'not sure' when the top probability is below P (0..1; default: "
+        "min_confidence in calibration.json beside the model, else 0)",
+    )
     return parser.parse_args(argv)
 
 
-def print_text(results, with_headers: bool) -> None:
+def print_text(classifier: Classifier, results, with_headers: bool) -> None:
     for number, result in enumerate(results):
         if with_headers:
             if number:
@@ -58,20 +62,16 @@ def print_text(results, with_headers: bool) -> None:
             print(f"==> {result.path} <==")
         for name, probability in result.predictions:
             print(f"{name} : {probability * 100:.2f}")
+        if classifier.is_unsure(result.predictions):
+            print(unsure_message(len(classifier.class_names)))
 
 
-def print_json(results) -> None:
+def print_json(classifier: Classifier, results) -> None:
     records = [
-        {
-            "path": result.path,
-            "predictions": [
-                {"class": name, "probability": probability}
-                for name, probability in result.predictions
-            ],
-        }
+        {"path": result.path, **classifier.prediction_json(result.predictions)}
         for result in results
     ]
-    print(json.dumps(records, indent=2))
+    print(json.dumps(records, indent=2, ensure_ascii=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,21 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         image_paths, errors = expand_inputs(args.inputs)
-        results = []
+        results, classifier = [], None
         if image_paths:
-            predictor = load_predictor(resolve_model_path(args.model, args.runs_dir), args.labels)
-            results, load_errors = predict_files(
-                predictor, image_paths, top_k=args.top, batch_size=args.batch_size, tta=args.tta
+            classifier = load(args.model, labels=args.labels, runs_dir=args.runs_dir,
+                              min_confidence=args.min_confidence)
+            results, load_errors = classifier.predict_files(
+                image_paths, top=args.top, tta=args.tta, batch_size=args.batch_size
             )
             errors += load_errors
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print_json(results)
+        print_json(classifier, results)
     else:
         # Headers whenever several images were asked for, so a failed one cannot shift blocks.
-        print_text(results, with_headers=len(image_paths) > 1)
+        print_text(classifier, results, with_headers=len(image_paths) > 1)
     for error in errors:
         print(f"error: {error.message}", file=sys.stderr)
     return 1 if errors else 0

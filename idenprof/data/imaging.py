@@ -24,6 +24,14 @@ class ImageError(IdenprofError):
     """A file that cannot be read as an image; the message names the file and the problem."""
 
 
+class NotAnImageError(ImageError):
+    """The data is not in any image format we can decode (e.g. a text file)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image declares more than MAX_IMAGE_PIXELS pixels: refused before decoding."""
+
+
 def is_image_filename(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
@@ -47,12 +55,61 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def rgb_pixels(
+    image: Image.Image | np.ndarray, size: int | None = None, name: str = "<image>"
+) -> np.ndarray:
+    """An opened PIL image, or a pixel array, to uint8 RGB [H, W, 3] ([size, size, 3] with `size`).
+
+    The one place pixels are made for a model, whatever the input was: EXIF orientation applied,
+    any mode converted to RGB (`to_rgb`), resized bilinear to the whole `size` x `size` square
+    (aspect ratio not kept) as training does. Arrays are [H, W, 3] or [H, W] (gray), uint8 or
+    float 0..255. Raises ImageTooLargeError over MAX_IMAGE_PIXELS (checked before any pixel is
+    decoded) and ImageError for an array of another shape or range.
+    """
+    if isinstance(image, np.ndarray):
+        image = array_to_image(image, name)
+    refuse_huge(image, name)
+    image.seek(0)
+    image = ImageOps.exif_transpose(image)
+    image = to_rgb(image)
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def refuse_huge(image: Image.Image, name: str) -> None:
+    """Raise ImageTooLargeError when `image` declares more than MAX_IMAGE_PIXELS (from its header:
+    nothing is decoded)."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"{name}: image is {width}x{height} pixels, too large to be a photo "
+            "(possible decompression bomb); resize it first"
+        )
+
+
+def array_to_image(pixels: np.ndarray, name: str = "<array>") -> Image.Image:
+    """uint8 or float (0..255) pixels [H, W, 3] or [H, W] as a PIL image (floats rounded)."""
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3) or not pixels.size:
+        raise ImageError(f"{name}: expected pixels [H, W, 3] or [H, W], got shape {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        if not np.issubdtype(pixels.dtype, np.number) or np.issubdtype(pixels.dtype, np.complexfloating):
+            raise ImageError(f"{name}: expected numeric pixels 0..255, got dtype {pixels.dtype}")
+        finite = np.isfinite(pixels).all()
+        if not finite or pixels.min() < 0 or pixels.max() > 255:
+            raise ImageError(f"{name}: pixel values must be 0..255 (not 0..1), finite")
+        pixels = np.rint(pixels).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
 def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.ndarray:
     """Decode an image file (or its bytes) to uint8 RGB, shape [H, W, 3].
 
     EXIF orientation is applied; animated images give their first frame. With `size`, the image
-    is resized to [size, size, 3] (bilinear, whole image, aspect ratio not kept) as training does.
-    Raises ImageError for missing, non-image, truncated or oversized files.
+    is resized to [size, size, 3] (bilinear, whole image, aspect ratio not kept) as training does
+    (`rgb_pixels`). Raises NotAnImageError for data that is no image, ImageTooLargeError for a
+    possible decompression bomb (refused before decoding), ImageError for missing or truncated
+    files.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
@@ -60,21 +117,11 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             fp = io.BytesIO(source) if isinstance(source, bytes) else source
             with Image.open(fp) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageError(
-                        f"{name}: image is {width}x{height} pixels, too large to be a photo "
-                        "(possible decompression bomb); resize it first"
-                    )
-                image.seek(0)
+                refuse_huge(image, name)  # before draft() shrinks the declared size
                 if size is not None and image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when we will shrink anyway.
                     image.draft("RGB", (size, size))
-                image = ImageOps.exif_transpose(image)
-                image = to_rgb(image)
-                if size is not None and image.size != (size, size):
-                    image = image.resize((size, size), Image.BILINEAR)
-                return np.asarray(image, dtype=np.uint8)
+                return rgb_pixels(image, size, name)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -82,9 +129,9 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
     except IsADirectoryError:
         raise ImageError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (or an unsupported format)") from None
+        raise NotAnImageError(f"{name}: not an image file (or an unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name}: image too large to be a photo (possible decompression bomb); resize it first"
         ) from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -1,0 +1,264 @@
+"""The Python API: load a trained model once, then ask it about photos.
+
+    import idenprof
+    classifier = idenprof.load()                 # the latest finished run, else the shipped model
+    classifier.predict("photo.jpg")              # [("police", 0.97), ("firefighter", 0.01), ...]
+
+One implementation for every front end: infer.py, the web server and your own programs all go
+through `Classifier`, which is built on idenprof.inference (finding and loading the model, any
+format) and idenprof.data.imaging (turning any photo into model pixels, as training does).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from idenprof.calibration import read_min_confidence
+from idenprof.data.imaging import load_image_rgb, rgb_pixels
+from idenprof.errors import ConfigError, ModelFileError
+from idenprof.inference import (
+    FilePrediction,
+    InputError,
+    Predictor,
+    load_predictor,
+    predict_files,
+    predict_views,
+    resolve_model_path,
+    top_predictions,
+)
+from idenprof.run_folder import EXPORT_FILENAMES
+
+# What `predict` accepts as one image: a file path, encoded file bytes, a PIL image, or pixels
+# [H, W, 3] / [H, W] (uint8, or float 0..255).
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
+Predictions = list[tuple[str, float]]
+
+
+def unsure_message(class_count: int) -> str:
+    """What infer.py says under a prediction below the confidence threshold."""
+    return f"not sure — maybe none of these {class_count} professions"
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """Grad-CAM of one photo for one class: `png` is the photo (at most `max_side` pixels a side)
+    with the heat map blended over it."""
+
+    class_name: str
+    png: bytes
+
+
+class Classifier:
+    """A loaded model with its class names and confidence threshold.
+
+    Attributes:
+        class_names: class name of each model output, in output order.
+        image_size: S of the model's input [N, S, S, 3] (pixels); any photo is resized to it.
+        model_path: the model file or folder predictions come from.
+        min_confidence: a top probability below this (0..1) means "not sure" (`is_unsure`).
+    """
+
+    def __init__(self, predictor: Predictor, min_confidence: float = 0.0):
+        self.predictor = predictor
+        self.min_confidence = min_confidence
+        # One model call at a time: the LiteRT interpreter is not thread-safe, and on a few CPU
+        # cores overlapping Keras calls (each using every core) gains nothing.
+        self._model_lock = threading.Lock()
+        self._gradcam = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.predictor.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.predictor.image_size
+
+    @property
+    def model_path(self) -> Path:
+        return self.predictor.model_path
+
+    def __repr__(self) -> str:
+        return (f"Classifier({str(self.model_path)!r}, {len(self.class_names)} classes, "
+                f"{self.image_size} px, min_confidence={self.min_confidence})")
+
+    def pixels(self, image: ImageInput) -> np.ndarray:
+        """The model's input for one image: uint8 RGB [S, S, 3]. Raises ImageError (an
+        IdenprofError) for an unreadable image, TypeError for an unsupported kind of input."""
+        if isinstance(image, (str, Path, bytes)):
+            return load_image_rgb(image, size=self.image_size)
+        if isinstance(image, (Image.Image, np.ndarray)):
+            return rgb_pixels(image, size=self.image_size)
+        raise TypeError(
+            f"cannot predict a {type(image).__name__}: pass a file path, image file bytes, "
+            "a PIL image or pixels [H, W, 3]"
+        )
+
+    def probabilities(self, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Probabilities float32 [N, C] for model pixels [N, S, S, 3]; with `tta`, the mean of
+        each image and its mirror."""
+        with self._model_lock:
+            return predict_views(self.predictor.predict, pixels, mirror=tta).mean()
+
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], top: int = 5, tta: bool = False
+    ) -> Predictions | list[Predictions]:
+        """The `top` most likely (class name, probability 0..1) of a photo, most likely first.
+
+        `images` is one image (see ImageInput) or a list of them (or a 4-D array [N, H, W, 3]),
+        which gives a list of results in the same order. With `tta`, each image's probabilities
+        are the mean over it and its horizontal mirror.
+        """
+        top = checked_top(top)
+        batch = isinstance(images, (list, tuple)) or (
+            isinstance(images, np.ndarray) and images.ndim == 4
+        )
+        items = list(images) if batch else [images]
+        if not items:
+            return []
+        pixels = np.stack([self.pixels(item) for item in items])
+        results = [
+            top_predictions(row, self.class_names, top)
+            for row in self.probabilities(pixels, tta)
+        ]
+        return results if batch else results[0]
+
+    def is_unsure(self, predictions: Predictions) -> bool:
+        """Whether a `predict` result's top probability is below `min_confidence`: the photo may
+        show none of the professions the model knows."""
+        return bool(predictions) and predictions[0][1] < self.min_confidence
+
+    def prediction_json(self, predictions: Predictions) -> dict:
+        """One image's result as infer.py --json prints it and the web API answers it:
+        {"predictions": [{"class": name, "probability": p}, ...], "unsure": bool}."""
+        return {
+            "predictions": [
+                {"class": name, "probability": probability} for name, probability in predictions
+            ],
+            "unsure": self.is_unsure(predictions),
+        }
+
+    def predict_files(
+        self, paths: Sequence[str | Path], top: int = 5, tta: bool = False, batch_size: int = 32
+    ) -> tuple[list[FilePrediction], list[InputError]]:
+        """`predict` for many files, `batch_size` at a time: unreadable files become InputErrors
+        and the rest are still predicted (what infer.py needs for folders)."""
+        with self._model_lock:
+            return predict_files(self.predictor, paths, top_k=top, batch_size=batch_size, tta=tta)
+
+    @property
+    def heatmap_model_path(self) -> Path | None:
+        """The Keras model Grad-CAM runs on (LiteRT and SavedModels have no gradients here): the
+        model itself when it is .keras/.h5, else the model.keras exported beside it; None when
+        there is none."""
+        path = self.model_path
+        if path.is_file() and path.suffix.lower() in (".keras", ".h5"):
+            return path
+        beside = path.parent / EXPORT_FILENAMES["keras"]
+        return beside if beside.is_file() else None
+
+    def class_activation(
+        self, image: ImageInput, class_name: str | None = None
+    ) -> tuple[str, np.ndarray]:
+        """(class name, Grad-CAM map float32 [h, w] in 0..1) of `image` for `class_name`
+        (default: the top class): where in the model's view of the image the evidence for that
+        class lies, on the grid of its last convolutional stage.
+
+        Loads the Keras model on first use (imports TensorFlow). Raises ConfigError for an
+        unknown class, ModelFileError when no Keras model is available."""
+        from idenprof.gradcam import GradCam
+
+        if class_name is not None and class_name not in self.class_names:
+            raise ConfigError(
+                f"unknown class {class_name!r}; the model knows {', '.join(self.class_names)}"
+            )
+        pixels = self.pixels(image)[None]
+        if class_name is None:
+            class_index = int(np.argmax(self.probabilities(pixels)[0]))
+        else:
+            class_index = self.class_names.index(class_name)
+        with self._model_lock:
+            if self._gradcam is None:
+                keras_path = self.heatmap_model_path
+                if keras_path is None:
+                    raise ModelFileError(
+                        f"heat maps need a Keras model (.keras) and there is none beside "
+                        f"{self.model_path}"
+                    )
+                self._gradcam = GradCam.from_file(keras_path)
+            cam = self._gradcam(pixels, [class_index])[0]
+        return self.class_names[class_index], cam
+
+    def heatmap(
+        self, image: ImageInput, class_name: str | None = None, max_side: int = 512
+    ) -> HeatMap:
+        """`class_activation` upsampled bilinearly to the photo (shrunk to at most `max_side`
+        pixels a side) and blended over it, as a PNG."""
+        from idenprof.gradcam import overlay_png
+
+        name, cam = self.class_activation(image, class_name)
+        return HeatMap(name, overlay_png(display_pixels(image, max_side), cam))
+
+    def warm_up(self, heatmaps: bool = False) -> None:
+        """One prediction (and heat map) on a blank image, so the first real request does not pay
+        for model initialisation."""
+        blank = np.full((self.image_size, self.image_size, 3), 128, np.uint8)
+        self.predict(blank)
+        if heatmaps:
+            self.heatmap(blank)
+
+
+def display_pixels(image: ImageInput, max_side: int) -> np.ndarray:
+    """The whole photo as uint8 RGB [H, W, 3], shrunk to at most `max_side` a side."""
+    if isinstance(image, (str, Path, bytes)):
+        photo = Image.fromarray(load_image_rgb(image))
+    else:
+        photo = Image.fromarray(rgb_pixels(image))
+    photo.thumbnail((max_side, max_side), Image.BILINEAR)
+    return np.asarray(photo)
+
+
+def checked_top(top: int) -> int:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ConfigError(f"top must be a whole number at least 1, got {top!r}")
+    return int(top)
+
+
+def checked_min_confidence(value, source: str = "min_confidence") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and 0 <= value <= 1
+    ):
+        raise ConfigError(f"{source}: min_confidence must be a probability 0..1, got {value!r}")
+    return float(value)
+
+
+def load(
+    model: str | Path | None = None,
+    *,
+    labels: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    min_confidence: float | None = None,
+) -> Classifier:
+    """Load a classifier.
+
+    Args:
+        model: a .keras/.h5/.tflite file, a SavedModel folder or a run folder; None for the
+            default of idenprof.inference.resolve_model_path (the best model of the most recent
+            finished run under `runs_dir`, else the shipped model).
+        labels: class index JSON; default: class_index.json beside the model.
+        min_confidence: "not sure" threshold 0..1; default: calibration.json beside the model,
+            else 0 (never unsure).
+    Raises ModelFileError (an IdenprofError) when there is no usable model.
+    """
+    model_path = resolve_model_path(None if model is None else str(model), Path(runs_dir))
+    predictor = load_predictor(model_path, None if labels is None else Path(labels))
+    if min_confidence is None:
+        min_confidence = read_min_confidence(model_path) or 0.0
+    return Classifier(predictor, checked_min_confidence(min_confidence))

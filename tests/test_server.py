@@ -1,0 +1,285 @@
+"""The web server: the JSON API through FastAPI's TestClient (in process), and the things only a
+real server shows (streaming upload limit, slow clients, concurrency, the CLI) through serve.py
+on 127.0.0.1. All with the tests' tiny model exported to LiteRT, model.keras beside it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from archive_subsets import REPO_ROOT
+from fastapi.testclient import TestClient
+from PIL import Image
+from serve_helpers import export_tiny_model, running_server
+from test_export import CLASS_NAMES, one_test_image_per_class
+from test_inference import png_header_only
+
+from idenprof.classifier import load
+from idenprof.server import create_app
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def tflite(tmp_path_factory) -> Path:
+    return export_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def classifier(tflite):
+    return load(tflite)
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    with TestClient(create_app(classifier)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def photos(small_dataset) -> list[Path]:
+    return one_test_image_per_class(small_dataset)
+
+
+@pytest.fixture(scope="module")
+def server(tflite):
+    with running_server("--model", str(tflite)) as (url, process):
+        yield url
+
+
+def post_image(client, data: bytes, query: str = "", filename: str = "photo.jpg"):
+    return client.post(f"/api/predict{query}", files={"image": (filename, data, "image/jpeg")})
+
+
+def multipart(data: bytes, boundary: str = "b0undary") -> tuple[bytes, str]:
+    """(body, content type) of a form with one `image` file field."""
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+            f"filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def http_post(url: str, body: bytes, content_type: str, timeout_s: float = 60):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+# ----- answers -----
+
+def test_healthz_says_ok_with_the_model_and_its_classes(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "model": "model.tflite", "classes": CLASS_NAMES,
+                               "min_confidence": 0.0, "heatmaps": True}
+
+
+def test_predict_answers_what_infer_py_json_prints_for_the_image(client, tflite, photos):
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "infer.py"), str(photos[3]), "--model", str(tflite),
+         "--json"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr
+    [printed] = json.loads(done.stdout)
+    response = post_image(client, photos[3].read_bytes())
+    assert response.status_code == 200
+    assert response.json() == {k: v for k, v in printed.items() if k != "path"}
+    assert len(response.json()["predictions"]) == 5
+
+
+def test_top_sets_how_many_classes_and_stops_at_the_class_count(client, photos):
+    assert len(post_image(client, photos[0].read_bytes(), "?top=2").json()["predictions"]) == 2
+    everything = post_image(client, photos[0].read_bytes(), "?top=50").json()["predictions"]
+    assert sorted(p["class"] for p in everything) == sorted(CLASS_NAMES)
+
+
+def decoded_heatmap(answer: dict) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert answer["heatmap"].startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(answer["heatmap"][len(prefix):])))
+
+
+def test_heatmap_is_a_png_of_the_photo_for_the_top_class_or_the_one_asked(client, photos):
+    photo = photos[1]
+    answer = post_image(client, photo.read_bytes(), "?heatmap=true").json()
+    top_class = answer["predictions"][0]["class"]
+    assert answer["heatmap_class"] == top_class
+    heatmap = decoded_heatmap(answer)
+    assert heatmap.format == "PNG" and heatmap.size == Image.open(photo).size
+    other = next(name for name in CLASS_NAMES if name != top_class)
+    answer_other = post_image(client, photo.read_bytes(), f"?heatmap=true&class={other}").json()
+    assert answer_other["heatmap_class"] == other
+    assert answer_other["predictions"] == answer["predictions"]
+    assert decoded_heatmap(answer_other).size == heatmap.size  # its content: test_gradcam.py
+    assert "heatmap" not in post_image(client, photo.read_bytes()).json()
+
+
+def test_the_page_and_its_files_are_served_and_name_no_other_host(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for path in ("/static/app.js", "/static/style.css"):
+        assert client.get(path).status_code == 200
+        assert path in page.text
+    for text in (page.text, client.get("/static/app.js").text, client.get("/static/style.css").text):
+        assert "http:" not in text and "https:" not in text and "//" + "cdn" not in text
+
+
+# ----- errors: status, one JSON line, and the server keeps answering -----
+
+def test_every_bad_request_gets_its_status_and_a_json_error_then_good_ones_still_work(
+        client, photos, tmp_path):
+    photo = photos[0].read_bytes()
+    bomb = png_header_only(tmp_path / "bomb.png", 40_000, 40_000).read_bytes()
+    cases = {
+        "truncated image": (400, lambda: post_image(client, photo[:3000])),
+        "decompression bomb": (413, lambda: post_image(client, bomb, filename="bomb.png")),
+        "not an image": (415, lambda: post_image(client, b"hello, I am text\n", filename="a.jpg")),
+        "empty upload": (415, lambda: post_image(client, b"")),
+        "not multipart": (415, lambda: client.post("/api/predict", content=photo,
+                                                    headers={"Content-Type": "image/jpeg"})),
+        "no image field": (422, lambda: client.post("/api/predict", files={"photo": ("a", photo)})),
+        "top 0": (422, lambda: post_image(client, photo, "?top=0")),
+        "top not a number": (422, lambda: post_image(client, photo, "?top=many")),
+        "unknown class": (422, lambda: post_image(client, photo, "?heatmap=true&class=astronaut")),
+        "unknown path": (404, lambda: client.get("/api/nothing")),
+    }
+    expected = post_image(client, photo).json()
+    for problem, (status, send) in cases.items():
+        response = send()
+        assert response.status_code == status, (problem, response.text)
+        body = response.json()
+        assert list(body) == ["error"] and body["error"] and "\n" not in body["error"], problem
+        assert post_image(client, photo).json() == expected, f"after {problem}"
+    assert "astronaut" in cases["unknown class"][1]().json()["error"]
+    assert "decompression bomb" in cases["decompression bomb"][1]().json()["error"]
+
+
+def test_a_20_mb_upload_is_refused_with_413_from_its_content_length(client, photos):
+    response = post_image(client, os.urandom(20 * MB))
+    assert response.status_code == 413
+    assert response.json() == {"error": "upload larger than the 10 MB limit"}
+    assert post_image(client, photos[0].read_bytes()).status_code == 200
+
+
+def test_the_upload_limit_is_a_setting(classifier, photos):
+    with TestClient(create_app(classifier, max_upload_bytes=1000)) as small:
+        assert post_image(small, photos[0].read_bytes()).status_code == 413
+        assert post_image(small, b"x" * 500).status_code == 415
+
+
+def test_uploads_are_never_written_to_disk(client, photos, monkeypatch):
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload went to a temporary file")
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, no_disk)
+    # 9 MB: far beyond any in-memory spool size (Starlette's is 1 MB).
+    big_png = io.BytesIO()
+    Image.open(photos[0]).save(big_png, format="PNG")
+    padded = big_png.getvalue() + b"\0" * (9 * MB)
+    assert post_image(client, padded, filename="big.png").status_code == 200
+
+
+# ----- a real server -----
+
+def test_a_body_without_content_length_is_cut_off_once_it_passes_the_limit(server):
+    host, port = server.split("/")[2].split(":")
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n").encode()
+    part = b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n"
+    chunk = b"\0" * MB
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        try:
+            for _ in range(40):
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except OSError:  # the server answered and closed the connection: it stopped reading
+            pass
+        answer = connection.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert '{"error":"upload larger than the 10 MB limit"}' in answer
+    assert sent < 30 * MB
+
+
+def test_a_slow_upload_does_not_hold_up_other_requests(server, photos):
+    host, port = server.split("/")[2].split(":")
+    body, content_type = multipart(photos[2].read_bytes())
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(head + body[:100])  # ... and the rest later
+        started = time.monotonic()
+        status, answer = http_post(server + "api/predict", *multipart(photos[0].read_bytes()))
+        assert status == 200 and len(answer["predictions"]) == 5
+        assert time.monotonic() - started < 10
+        slow.sendall(body[100:])
+        assert slow.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_concurrent_requests_all_get_their_own_right_answer(server, photos):
+    expected = {}
+    for photo in photos[:4]:
+        status, expected[photo] = http_post(server + "api/predict", *multipart(photo.read_bytes()))
+        assert status == 200
+    jobs = [photos[i % 4] for i in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(
+            lambda photo: http_post(server + "api/predict", *multipart(photo.read_bytes())), jobs))
+    for photo, (status, answer) in zip(jobs, answers, strict=True):
+        assert status == 200
+        assert answer == expected[photo]
+
+
+def test_serve_with_a_missing_model_or_a_busy_port_is_a_one_line_error(server, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def serve(*args):
+        return subprocess.run([sys.executable, str(REPO_ROOT / "serve.py"), *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    missing = serve("--model", str(tmp_path / "nope.keras"), "--port", "0")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "nope.keras: no such model file or folder" in missing.stderr
+    busy_port = server.split(":")[-1].strip("/")
+    busy = serve("--port", busy_port)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in busy.stderr
+
+
+def test_requests_from_threads_share_one_model_safely(classifier, photos):
+    # The LiteRT interpreter is not thread-safe: the Classifier serialises model calls.
+    expected = [classifier.predict(photo) for photo in photos]
+    failures = []
+
+    def predict_all():
+        try:
+            for photo, wanted in zip(photos, expected, strict=True):
+                assert classifier.predict(photo) == wanted
+        except Exception as e:  # collected: an assert in a thread would not fail the test
+            failures.append(e)
+
+    threads = [threading.Thread(target=predict_all) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

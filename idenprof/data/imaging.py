@@ -47,6 +47,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """`image` resized to size x size pixels (bilinear, whole image, aspect ratio not kept): the one
+    resize of training and inference, for files and for datasets stored as arrays alike."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+
+
 def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.ndarray:
     """Decode an image file (or its bytes) to uint8 RGB, shape [H, W, 3].
 
@@ -72,8 +78,8 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
                     image.draft("RGB", (size, size))
                 image = ImageOps.exif_transpose(image)
                 image = to_rgb(image)
-                if size is not None and image.size != (size, size):
-                    image = image.resize((size, size), Image.BILINEAR)
+                if size is not None:
+                    image = resize_square(image, size)
                 return np.asarray(image, dtype=np.uint8)
     except ImageError:
         raise

@@ -65,7 +65,7 @@ def sha256_of(path: Path) -> str:
 def checksum_mismatch(path: Path, *, sha256: str | None = None, md5: str | None = None) -> str | None:
     """None when `path` has every given digest, else what differs ("MD5 <actual>, expected <md5>").
     MD5 is accepted where it is what a dataset publishes (Fashion-MNIST, CIFAR-10)."""
-    for label, algorithm, expected in (("SHA-256", "sha256", sha256), ("MD5", "md5", md5)):
+    for label, algorithm, expected in (("MD5", "md5", md5), ("SHA-256", "sha256", sha256)):
         if expected is not None and (actual := file_digest(path, algorithm)) != expected.lower():
             return f"{label} {actual}, expected {expected}"
     return None

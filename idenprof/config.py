@@ -21,8 +21,9 @@ VALIDATE_ON = ("holdout", "test")
 @dataclass
 class TrainConfig:
     # Data
-    data_dir: str = "data/idenprof"
-    data_url: str | None = None  # None: $IDENPROF_URL, else the IdenProf release URL
+    dataset: str = "idenprof"  # a name in idenprof.data.catalog.DATASETS
+    data_dir: str | None = None  # None: data/<dataset>
+    data_url: str | None = None  # None: the dataset's official source (IdenProf: $IDENPROF_URL first)
     data_sha256: str | None = None
     download_only: bool = False
     max_per_class: int | None = None  # train on a subset (quick trials and tests)
@@ -80,6 +81,8 @@ class TrainConfig:
 
     def default_run_name(self) -> str:
         prefix = self.preset or self.model
+        if self.dataset != "idenprof":
+            prefix = f"{self.dataset}-{prefix}"
         return f"{prefix}-{self.image_size}px-seed{self.seed}"
 
     def trains_at_other_size(self) -> bool:
@@ -144,6 +147,10 @@ def resolve_config(preset: str | None, overrides: dict) -> TrainConfig:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     values = {**PRESETS.get(preset or "", {}), **overrides, "preset": preset}
     config = TrainConfig(**values)
+    if config.data_dir is None:
+        from idenprof.data.catalog import default_data_dir
+
+        config.data_dir = default_data_dir(config.dataset)
     validate_config(config)
     return config
 
@@ -213,7 +220,20 @@ def validate_config(c: TrainConfig) -> None:
                                     or c.whole_image_fraction):
         raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
                           "and --train-image-size / --whole-image-fraction")
+    validate_dataset_choice(c)
     validate_model_choice(c)
+
+
+def validate_dataset_choice(c: TrainConfig) -> None:
+    """The dataset is registered and the data flags fit it (idenprof.data.catalog has the facts)."""
+    from idenprof.data.catalog import dataset_spec
+
+    spec = dataset_spec(c.dataset)
+    if c.data_sha256 and len(spec.files) > 1:
+        raise ConfigError(f"--data-sha256 checks a one-archive dataset; {c.dataset}'s {len(spec.files)} files are "
+                          "checked against their published checksums")
+    if c.loader == "generator" and not spec.image_files:
+        raise ConfigError(f"--loader generator reads image files; {c.dataset} is stored as arrays: use --loader tfdata")
 
 
 def validate_model_choice(c: TrainConfig) -> None:

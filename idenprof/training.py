@@ -54,7 +54,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     train_samples, val_samples, test_samples = select_samples(layout, config)
     if "val" in layout.samples and config.validate_on == "holdout":
         log(f"validation: the val/ folder ({len(val_samples)} images) instead of a hold-out of train/")
-    train_data, val_data, test_data = decode_splits(config, train_samples, val_samples, test_samples, log)
+    train_data, val_data, test_data = decode_splits(config, layout, train_samples, val_samples, test_samples, log)
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
     num_classes = len(layout.class_names)
@@ -94,13 +94,11 @@ def why_training_stopped(callbacks) -> str:
 
 
 def prepare_dataset(config: TrainConfig, log):
-    """Download and extract the dataset when missing, scan it, print its layout."""
-    from idenprof.data.dataset import scan_dataset
-    from idenprof.data.download import ensure_dataset, resolve_data_url
+    """Download (and verify, and extract) the dataset when missing, load it, print its layout."""
+    from idenprof.data.catalog import load_dataset
 
-    data_root = ensure_dataset(Path(config.data_dir), resolve_data_url(config.data_url),
-                               sha256=config.data_sha256, progress=config.progress)
-    layout = scan_dataset(data_root)
+    layout = load_dataset(config.dataset, Path(config.data_dir), config.data_url,
+                          sha256=config.data_sha256, progress=config.progress)
     log(layout.report())
     return layout
 
@@ -204,17 +202,15 @@ def select_samples(layout, config: TrainConfig):
     return train, val, list(test)
 
 
-def decode_splits(config: TrainConfig, train_samples, val_samples, test_samples, log):
-    """The three splits decoded once at `config.image_size` (see idenprof.data.decoded)."""
-    from idenprof.data.decoded import decode_images
-
+def decode_splits(config: TrainConfig, layout, train_samples, val_samples, test_samples, log):
+    """The three splits decoded once at `config.image_size` by the layout (see idenprof.data.decoded)."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     decoded = []
     for name, samples in (("train", train_samples), ("validation", val_samples), ("test", test_samples)):
         if name == "test" and config.validate_on == "test":
             decoded.append(decoded[1])
             continue
-        data = decode_images(samples, config.image_size, cache_dir=cache_dir, progress=config.progress)
+        data = layout.decode(samples, config.image_size, cache_dir=cache_dir, progress=config.progress)
         for path, reason in data.skipped:
             log(f"skipped unreadable image {path}: {reason}")
         if len(data.labels) == 0:

@@ -1,7 +1,8 @@
-"""Train a ResNet on IdenProf (or any train/test image-folder dataset).
+"""Train a ResNet or DenseNet on IdenProf (or any train/test image-folder dataset), Fashion-MNIST or CIFAR-10.
 
     python train.py                      # the original recipe: ResNet-50, 224 px, 200 epochs
     python train.py --preset cpu         # about 20 minutes on two CPU cores
+    python train.py --dataset fashion-mnist --preset cpu
     python train.py --download-only      # fetch, verify and extract the dataset, then stop
 
 Running the same command again after an interruption resumes from the last finished epoch.
@@ -14,6 +15,7 @@ import signal
 import sys
 
 from idenprof.config import CLASS_WEIGHTS, LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
+from idenprof.data.catalog import DATASETS
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
 DEFAULTS = TrainConfig()
@@ -44,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(flag, help=help, **kw)
 
     g = p.add_argument_group("data")
-    add(g, "--data-dir", "dataset folder holding train/ and test/; downloaded here when missing")
-    add(g, "--data-url", "archive URL or local .zip path (default: $IDENPROF_URL, else the IdenProf release)")
-    add(g, "--data-sha256", "expected SHA-256 of the downloaded archive")
+    add(g, "--dataset", "; ".join(f"{name}: {spec.description}" for name, spec in DATASETS.items()))
+    add(g, "--data-dir", "the dataset's folder (IdenProf: train/ and test/ class folders; others: their official "
+        "files); downloaded here when missing (default: data/<dataset>)")
+    add(g, "--data-url", "where to download from: a mirror's base URL, the archive's URL, or a local file or folder "
+        "(default: the official source; for IdenProf $IDENPROF_URL first)")
+    add(g, "--data-sha256", "expected SHA-256 of a one-archive dataset (replaces the published checksum)")
     add(g, "--download-only", "download, verify and extract the dataset, print its layout, and stop",
         action="store_true")
     add(g, "--max-per-class", "use at most N training images per class (quick trials)", type=int)

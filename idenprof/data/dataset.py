@@ -66,6 +66,14 @@ class DatasetLayout:
         )
         return "\n".join(lines)
 
+    def decode(self, samples: list[Sample], image_size: int, *, cache_dir: Path | None = None,
+               progress: bool = True):
+        """The samples' images as `DecodedImages` (uint8 [N, S, S, 3], S = `image_size`): image files
+        decoded once (see idenprof.data.decoded); an array dataset overrides this."""
+        from idenprof.data.decoded import decode_images
+
+        return decode_images(samples, image_size, cache_dir=cache_dir, progress=progress)
+
     def train_without_test_duplicates(self) -> list[Sample]:
         """Train samples whose bytes do not also appear in test."""
         in_test = {train_path for train_path, _ in self.duplicates}

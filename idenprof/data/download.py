@@ -48,16 +48,30 @@ def resolve_data_url(flag_value: str | None) -> str:
     return flag_value or os.environ.get(DATA_URL_ENV) or DEFAULT_DATA_URL
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes; `algorithm` is a hashlib name ("sha256", "md5")."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: bool) -> None:
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return file_digest(path, "sha256")
+
+
+def checksum_mismatch(path: Path, *, sha256: str | None = None, md5: str | None = None) -> str | None:
+    """None when `path` has every given digest, else what differs ("MD5 <actual>, expected <md5>").
+    MD5 is accepted where it is what a dataset publishes (Fashion-MNIST, CIFAR-10)."""
+    for label, algorithm, expected in (("MD5", "md5", md5), ("SHA-256", "sha256", sha256)):
+        if expected is not None and (actual := file_digest(path, algorithm)) != expected.lower():
+            return f"{label} {actual}, expected {expected}"
+    return None
+
+
+def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: bool, by_hand: str) -> None:
     """One GET of `url` into `part`, continuing an existing `part` with a Range request.
 
     Returns when `part` holds the whole body; raises _Retryable for failures a retry may fix.
@@ -81,7 +95,7 @@ def _fetch_once(url: str, part: Path, timeout_s: tuple[float, float], progress: 
             raise _Retryable(f"HTTP {status} {response.reason}")
         if status not in (200, 206):
             raise DownloadError(
-                f"could not download {url}: HTTP {status} {response.reason}; {BY_HAND}"
+                f"could not download {url}: HTTP {status} {response.reason}; {by_hand}"
             )
         total = None
         if status == 206:
@@ -122,21 +136,25 @@ def download_file(
     dest: Path,
     *,
     sha256: str | None = None,
+    md5: str | None = None,
     timeout_s: tuple[float, float] = (10.0, 60.0),
     retries: int = 5,
     backoff_s: float = 1.0,
     progress: bool = True,
+    by_hand: str = BY_HAND,
 ) -> Path:
-    """Download `url` to `dest` (via `dest.part`, resumable), optionally checking its SHA-256.
+    """Download `url` to `dest` (via `dest.part`, resumable), optionally checking its checksums.
 
     Args:
         url: http(s) URL.
         dest: final file path; written only once the download is complete and verified.
         sha256: expected hex SHA-256 of the file, or None to skip the check.
+        md5: expected hex MD5 of the file, or None to skip the check.
         timeout_s: (connect, read) timeouts in seconds; read is the longest silence allowed.
         retries: further attempts after the first on network errors, timeouts and HTTP 5xx,
             waiting backoff_s, 2*backoff_s, 4*backoff_s, ... seconds; each resumes the .part.
         progress: show a tqdm bar (size, speed) on a terminal.
+        by_hand: what the user can do instead, ending every error message.
 
     Returns:
         dest.
@@ -152,7 +170,7 @@ def download_file(
         if attempt:
             time.sleep(backoff_s * 2 ** (attempt - 1))
         try:
-            _fetch_once(url, part, timeout_s, progress)
+            _fetch_once(url, part, timeout_s, progress, by_hand)
             break
         except _Retryable as e:
             problem = str(e)
@@ -160,15 +178,13 @@ def download_file(
             problem = f"network error ({type(e).__name__}: {e})".replace("\n", " ")
     else:
         tries = f" after {retries + 1} attempts" if retries else ""
-        raise DownloadError(f"could not download {url}{tries}: {problem}; {BY_HAND}")
-    if sha256 is not None:
-        actual = sha256_of(part)
-        if actual != sha256.lower():
-            part.unlink()
-            raise DownloadError(
-                f"{url} downloaded with SHA-256 {actual}, expected {sha256}; the file is corrupt "
-                f"or a different version: try again, or {BY_HAND}"
-            )
+        raise DownloadError(f"could not download {url}{tries}: {problem}; {by_hand}")
+    if mismatch := checksum_mismatch(part, sha256=sha256, md5=md5):
+        part.unlink()
+        raise DownloadError(
+            f"{url} downloaded with {mismatch}; the file is corrupt "
+            f"or a different version: try again, or {by_hand}"
+        )
     os.replace(part, dest)
     return dest
 
@@ -294,3 +310,63 @@ def ensure_dataset(
             f"or {BY_HAND}"
         )
     return extract_archive(archive, data_dir)
+
+
+def file_source(data_url: str, filename: str, *, several_files: bool) -> str:
+    """Where to get the dataset file `filename` from `data_url` (a flag's value).
+
+    A local folder gives the file inside it; a URL ending in "/", or any URL when the dataset has
+    `several_files`, is a base URL (a mirror's folder) the name is appended to; otherwise
+    `data_url` is the file itself (its URL, or a local or file:// path).
+
+    Raises:
+        DatasetError: a local file given for a dataset of several files.
+    """
+    local = _local_path(data_url)
+    if local is not None:
+        if local.is_dir():
+            return str(local / filename)
+        if several_files and local.exists():
+            raise DatasetError(
+                f"{local} is a file, but this dataset has several: pass --data-url with the folder or base URL "
+                f"holding {filename} and the others"
+            )
+        return str(local / filename) if several_files else str(local)
+    if several_files or data_url.endswith("/"):
+        return data_url.rstrip("/") + "/" + filename
+    return data_url
+
+
+def fetch_file(
+    source: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    progress: bool = True,
+    by_hand: str = BY_HAND,
+) -> Path:
+    """One dataset file, checked against its checksums: `dest` when it is already there, else
+    `source` itself when that is a local (or file://) path, else `source` downloaded to `dest`
+    (resumable, see `download_file`). A file on disk is checked at every call (a second or less
+    for a 170 MB archive), so a corrupt or replaced file is never read.
+
+    Returns:
+        The path of the verified file.
+
+    Raises:
+        DownloadError: the download failed, or a file does not have the expected checksums.
+        DatasetError: a local `source` that does not exist.
+    """
+    dest = Path(dest)
+    path = dest if dest.is_file() else _local_path(source)
+    if path is None:
+        return download_file(source, dest, sha256=sha256, md5=md5, progress=progress, by_hand=by_hand)
+    if not path.is_file():
+        raise DatasetError(f"{path} not found; {by_hand}")
+    if mismatch := checksum_mismatch(path, sha256=sha256, md5=md5):
+        raise DownloadError(
+            f"{path} has {mismatch}; it is corrupt or a different version: delete it and download it again, "
+            f"or {by_hand}"
+        )
+    return path

@@ -72,8 +72,8 @@ def rgb_pixels(
     image.seek(0)
     image = ImageOps.exif_transpose(image)
     image = to_rgb(image)
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
+    if size is not None:
+        image = resize_square(image, size)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -100,6 +100,12 @@ def array_to_image(pixels: np.ndarray, name: str = "<array>") -> Image.Image:
             raise ImageError(f"{name}: pixel values must be 0..255 (not 0..1), finite")
         pixels = np.rint(pixels).astype(np.uint8)
     return Image.fromarray(pixels)
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """`image` resized to size x size pixels (bilinear, whole image, aspect ratio not kept): the one
+    resize of training and inference, for files and for datasets stored as arrays alike."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
 
 def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.ndarray:

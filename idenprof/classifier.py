@@ -146,12 +146,14 @@ class Classifier:
         }
 
     def predict_files(
-        self, paths: Sequence[str | Path], top: int = 5, tta: bool = False, batch_size: int = 32
+        self, paths: Sequence[str | Path], top: int = 5, tta: bool = False, batch_size: int = 32,
+        progress: bool = False,
     ) -> tuple[list[FilePrediction], list[InputError]]:
-        """`predict` for many files, `batch_size` at a time: unreadable files become InputErrors
-        and the rest are still predicted (what infer.py needs for folders)."""
+        """`predict` for many files or http(s) URLs, `batch_size` at a time: unreadable ones become
+        InputErrors and the rest are still predicted (what infer.py needs for folders)."""
         with self._model_lock:
-            return predict_files(self.predictor, paths, top_k=top, batch_size=batch_size, tta=tta)
+            return predict_files(self.predictor, paths, top_k=top, batch_size=batch_size, tta=tta,
+                                 progress=progress)
 
     @property
     def heatmap_model_path(self) -> Path | None:

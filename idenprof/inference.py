@@ -281,13 +281,19 @@ def predict_files(
     top_k: int = 5,
     batch_size: int = 32,
     tta: bool = False,
+    progress: bool = False,
 ) -> tuple[list[FilePrediction], list[InputError]]:
-    """Top-k predictions for each image file; unreadable files become errors, the rest are still
-    predicted. Images are decoded and resized by idenprof.data.imaging, as training does, and loaded
-    `batch_size` at a time (memory stays bounded for large folders).
+    """Top-k predictions for each image file or http(s) URL; unreadable ones become errors, the
+    rest are still predicted. Images are decoded and resized by idenprof.data.imaging, as training
+    does, and loaded `batch_size` at a time (memory stays bounded for large folders).
 
-    With `tta`, each image's probabilities are the mean over it and its horizontal mirror.
+    With `tta`, each image's probabilities are the mean over it and its horizontal mirror. With
+    `progress`, a progress bar on stderr when it is a terminal.
     """
+    from tqdm import tqdm
+
+    from idenprof.remote import fetch_image, is_url
+
     if top_k < 1:
         raise ConfigError(f"--top must be at least 1, got {top_k}")
     if batch_size < 1:
@@ -296,14 +302,17 @@ def predict_files(
     paths = [str(p) for p in paths]
     results: list[FilePrediction] = []
     errors: list[InputError] = []
+    bar = tqdm(total=len(paths), unit="img", desc="predicting", disable=None if progress else True)
     for start in range(0, len(paths), batch_size):
         loaded_paths, images = [], []
         for path in paths[start : start + batch_size]:
             try:
-                images.append(load_image_rgb(path, size=predictor.image_size))
+                source = fetch_image(path) if is_url(path) else path
+                images.append(load_image_rgb(source, size=predictor.image_size))
                 loaded_paths.append(path)
             except IdenprofError as e:
-                errors.append(InputError(path, str(e)))
+                errors.append(InputError(path, str(e).replace("<bytes>", path)))
+        bar.update(len(paths[start : start + batch_size]))
         if not images:
             continue
         probabilities = predict_views(
@@ -311,6 +320,7 @@ def predict_files(
         ).mean()
         for path, row in zip(loaded_paths, probabilities, strict=True):
             results.append(FilePrediction(path, top_predictions(row, predictor.class_names, top_k)))
+    bar.close()
     return results, errors
 
 
@@ -323,23 +333,28 @@ def top_predictions(
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def expand_inputs(args: list[str]) -> tuple[list[str], list[InputError]]:
-    """Image paths from command-line arguments, in argument order, each path once.
+def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[str], list[InputError]]:
+    """Image paths (and URLs) from command-line arguments, in argument order, each path once.
 
+    - an http(s) URL: kept as given (fetched when predicted, see idenprof.remote);
     - an existing file: used as given (whatever its extension; decoding decides);
-    - a folder: its image files (by extension), sorted, NOT recursive;
+    - a folder: its image files (by extension), sorted; with `recursive`, those of its subfolders
+      too (folders of folders, such as a dataset split);
     - a glob pattern (*, ?, [...]; ** recurses): the matching image files, sorted.
     A missing file, a folder without images, and a pattern matching no image are errors.
     """
+    from idenprof.remote import is_url
+
     paths: list[str] = []
     errors: list[InputError] = []
     for arg in args:
-        if os.path.isfile(arg):
+        if is_url(arg):
+            found = [arg]
+        elif os.path.isfile(arg):
             found = [arg]
         elif os.path.isdir(arg):
-            found = sorted(
-                str(p) for p in Path(arg).iterdir() if p.is_file() and is_image_filename(p)
-            )
+            candidates = Path(arg).rglob("*") if recursive else Path(arg).iterdir()
+            found = sorted(str(p) for p in candidates if p.is_file() and is_image_filename(p))
             if not found:
                 errors.append(InputError(arg, f"{arg}: folder has no image files"))
         elif any(c in arg for c in GLOB_CHARS):

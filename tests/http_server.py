@@ -15,6 +15,7 @@ and is shut down when the `with` block ends.
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import threading
 import time
@@ -86,7 +87,7 @@ def _make_handler(
                 status = 206
             body = data[start:]
             self.send_response(status)
-            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Type", mimetypes.guess_type(path)[0] or "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes")
             if status == 206:

@@ -27,11 +27,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from idenprof.classifier import Classifier, load, unsure_message  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 from idenprof.inference import expand_inputs  # noqa: E402
+from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("inputs", nargs="+", help="image files, folders (not recursive) or globs")
+    parser.add_argument("inputs", nargs="+", help="image files, folders, globs or http(s) URLs")
+    parser.add_argument("--recursive", "-r", action="store_true",
+                        help="take the images of folders' subfolders too (folders of folders)")
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="also write one row per image to FILE.csv, FILE.json or FILE.jsonl")
     parser.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
@@ -78,15 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     """`infer.py` / `idenprof-infer`: predict and print; the exit code."""
     args = parse_args(argv)
     try:
-        image_paths, errors = expand_inputs(args.inputs)
+        if args.output is not None:
+            check_output_path(args.output)
+        image_paths, errors = expand_inputs(args.inputs, recursive=args.recursive)
         results, classifier = [], None
         if image_paths:
             classifier = load(args.model, labels=args.labels, runs_dir=args.runs_dir,
                               min_confidence=args.min_confidence)
             results, load_errors = classifier.predict_files(
-                image_paths, top=args.top, tta=args.tta, batch_size=args.batch_size
+                image_paths, top=args.top, tta=args.tta, batch_size=args.batch_size, progress=True
             )
             errors += load_errors
+        if args.output is not None:
+            rows = prediction_rows(image_paths, results, errors,
+                                   classifier.is_unsure if classifier else lambda _: None)
+            write_predictions(args.output, rows, top=min(args.top, len(classifier.class_names)) if classifier
+                              else args.top)
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from idenprof.run_folder import (
     PIXELS_SIGNATURE,
     SAVED_MODEL_MARKER,
     RunFolder,
+    exported_models_in,
 )
 from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
@@ -106,7 +107,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs")) -> 
         if path.is_dir():
             if (path / SAVED_MODEL_MARKER).is_file():
                 return path
-            best = RunFolder(path).model_for_inference()
+            best = RunFolder(path).model_for_inference() or next(iter(exported_models_in(path)), None)
             if best is None:
                 raise ModelFileError(
                     f"{path}: no model in this folder (no .keras/.h5/.tflite checkpoint, "
@@ -309,7 +310,8 @@ def predict_files(
 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[InputError]]:
-    """Image paths from command-line arguments, in argument order, each path once.
+    """Image paths from command-line arguments, in argument order, each file once (the first
+    path naming it, symlinks resolved).
 
     - an existing file: used as given (whatever its extension; decoding decides);
     - a folder: its image files (by extension), sorted, NOT recursive;
@@ -338,4 +340,8 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[InputError]]:
             found = []
             errors.append(InputError(arg, f"{arg}: no such file or folder"))
         paths.extend(found)
-    return list(dict.fromkeys(paths)), errors
+    # Once per file, not per spelling: `**` through a symlink loop reaches a file by many paths.
+    unique: dict[str, str] = {}
+    for path in paths:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values()), errors

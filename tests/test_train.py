@@ -80,10 +80,15 @@ def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
     done_before = kill_during_epoch(args, run_dir, finished_epochs=2)
     assert 2 <= done_before < 5
     assert list(run_dir.glob("model-e*.keras"))  # the best-so-far survived the kill
+    # What a kill between an epoch's metrics row and its commit, or during a write, leaves:
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    ahead = f"{len(lines) - 1}," + lines[-1].split(",", 1)[1]
+    (run_dir / "metrics.csv").write_text("".join(lines) + lines[0] + ahead + ahead[:9])
     result = run_train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [int(r["epoch"]) for r in metrics_rows(run_dir)]
     assert epochs == list(range(5))  # resumed after the last finished epoch, nothing redone
+    assert (run_dir / "metrics.csv").read_text().count("epoch,") == 1  # one header
     # The learning rate follows the uninterrupted schedule: the optimizer's step count was restored.
     config = resolve_config(None, {"epochs": 5, "schedule": "cosine", "warmup_epochs": 1, "batch_size": 16})
     schedule = make_learning_rate(config, steps_per_epoch=180 // 16)

@@ -100,6 +100,8 @@ def prepare_dataset(config: TrainConfig, log):
                                sha256=config.data_sha256, progress=config.progress)
     layout = scan_dataset(data_root)
     log(layout.report())
+    for warning in layout.warnings:
+        log(f"warning: {warning}")
     return layout
 
 

@@ -153,6 +153,22 @@ def test_missing_data_and_a_class_missing_from_a_split(small_dataset, tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_class_without_a_readable_training_image_fails_naming_it(small_dataset, tmp_path, capsys):
+    import shutil
+
+    import train
+
+    broken = Path(shutil.copytree(small_dataset, tmp_path / "broken"))
+    for photo in (broken / "train" / "pilot").glob("*.jpg"):
+        photo.write_bytes(b"not a jpeg")
+    (broken / "train" / "chef" / "nested").mkdir()
+    code = train.main(["--data-dir", str(broken), *TINY, "--run-dir", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert f"warning: {broken / 'train' / 'chef' / 'nested'}/ is ignored" in captured.out
+    assert code == 2 and captured.err.count("\n") == 1
+    assert "class(es) pilot have no readable training image" in captured.err
+
+
 def test_unwritable_run_folder(small_dataset, tmp_path, capsys):
     import train
 

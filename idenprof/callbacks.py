@@ -4,28 +4,85 @@ epoch."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
+from idenprof.errors import IdenprofError
 from idenprof.export import save_model
-from idenprof.files import atomic_write, write_json_atomically
+from idenprof.files import atomic_write, check_free_space, write_json_atomically
 from idenprof.run_folder import RunFolder
+
+# Room left for the HDF5 format's own bytes beyond the variables' values.
+FREE_SPACE_MARGIN = 2**20
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Save under a temporary name in the same folder, then rename: a crash never leaves a half
     file under the final name. Disk-full becomes a one-line error."""
-    atomic_write(path, lambda tmp: save_model(model, tmp))
+    atomic_write(path, h5_safe(lambda tmp: save_model(model, tmp)))
+
+
+def variables_bytes(variables) -> int:
+    """Bytes of the values of Keras `variables` (what saving them writes, less the format's own)."""
+    total = 0
+    for variable in variables:
+        try:
+            itemsize = np.dtype(variable.dtype).itemsize
+        except TypeError:
+            itemsize = 4
+        total += int(np.prod(variable.shape)) * itemsize
+    return total
+
+
+def h5_safe(write):
+    """`write(path)`, closing what h5py left open of `path` when it fails (Keras does not close
+    it): otherwise each later attempt to flush it onto the full disk prints a traceback."""
+
+    def wrapped(path):
+        try:
+            write(path)
+        except OSError:
+            close_h5_file(path)
+            raise
+
+    return wrapped
+
+
+def close_h5_file(path: Path) -> None:
+    import h5py
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda *_: None  # h5py reports failed closes from destructors
+    try:
+        for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+            if os.path.abspath(os.fsdecode(file_id.name)) != os.path.abspath(path):
+                continue
+            for kinds in (h5py.h5f.OBJ_LOCAL | ~h5py.h5f.OBJ_FILE, h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_FILE):
+                with contextlib.suppress(Exception):
+                    file_id._close_open_objects(kinds)
+            with contextlib.suppress(Exception):
+                file_id.close()
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Keep only the best model by `monitor`, as `model-eEEE-valA.AAAA.keras` (+ `.h5`).
 
     The best-so-far is read back from the files already in `run_dir`, so it survives a resume.
+    The checkpoint a new best replaces is removed at the next epoch's start (or training's end),
+    once ResumeState has committed the epoch: a kill before that commit leaves the previous best,
+    which the rerun (idenprof.resume.discard_uncommitted) keeps.
     """
 
     def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True, to_saved=None):
@@ -39,6 +96,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         existing = self.run.best_checkpoint()
         self.best = existing.val_accuracy if existing else -1.0
         self.best_path = existing.path if existing else None
+        self.superseded: list[Path] = []
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -46,14 +104,103 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             return
         path = self.run.checkpoint_path(epoch + 1, float(value))
         model = self.to_saved(self.model) if self.to_saved else self.model
+        check_free_space(path, (1 + self.save_h5) * variables_bytes(model.weights) + FREE_SPACE_MARGIN)
         save_model_atomically(model, path)
         if self.save_h5:
             save_model_atomically(model, path.with_suffix(".h5"))
         previous = self.best_path
         self.best, self.best_path = round(float(value), 4), path
         if previous is not None and previous != path:
+            self.superseded.append(previous)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.remove_superseded()
+
+    def on_train_end(self, logs=None):
+        self.remove_superseded()
+
+    def remove_superseded(self):
+        for previous in self.superseded:
             previous.unlink(missing_ok=True)
             previous.with_suffix(".h5").unlink(missing_ok=True)
+        self.superseded = []
+
+
+class ResumeState(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (resume from the last finished epoch), with a state that a kill or
+    a full disk at any moment leaves loadable.
+
+    At each epoch's end the weights and optimizer state go to backup/epoch-EEEE.weights.h5, then
+    backup/resume.json names them; both are written atomically, and the rename of resume.json
+    commits the epoch. Put it last among the callbacks, so the epoch's checkpoint and metrics row
+    are written before the commit (idenprof.resume discards those of an uncommitted epoch). When
+    training ends, it writes training_done.json before removing backup/, so a process killed
+    during the evaluation or export reruns only those.
+    """
+
+    def __init__(self, run: RunFolder, start_time: float):
+        super().__init__(str(run.backup_dir))
+        self.run = run
+        self.start_time = start_time
+        self.epochs_done = 0
+
+    def _load_model(self):
+        if not self.run.resume_state_path.is_file():
+            super()._load_model()  # Keras' own files (a run started before resume.json), or none
+            self.epochs_done = self.model._initial_epoch or 0
+            return
+        state = json.loads(self.run.resume_state_path.read_text())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.run.backup_dir / state["weights"])
+        self.model._initial_epoch = self.epochs_done = int(state["epoch"])
+
+    def _save_model(self):
+        self.run.backup_dir.mkdir(parents=True, exist_ok=True)
+        weights = self.run.backup_dir / f"epoch-{self._current_epoch:04d}.weights.h5"
+        state = [*self.model.variables, *(self.model.optimizer.variables if self.model.optimizer else [])]
+        check_free_space(weights, variables_bytes(state) + FREE_SPACE_MARGIN)
+        atomic_write(weights, h5_safe(self.model.save_weights), suffix=".weights.h5")
+        write_json_atomically({"epoch": self._current_epoch, "weights": weights.name}, self.run.resume_state_path)
+        self.epochs_done = self._current_epoch
+        for older in self.run.backup_dir.iterdir():
+            if older.name not in (weights.name, self.run.resume_state_path.name):
+                older.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        done = {"epochs": self.epochs_done, "train_seconds": round(time.monotonic() - self.start_time, 1)}
+        write_json_atomically(done, self.run.training_done_path)
+        super().on_train_end(logs)
+
+
+class TrainingDiverged(IdenprofError):
+    """The loss stopped being a finite number."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """End training with TrainingDiverged at the first batch whose loss is NaN or infinite
+    (Keras' TerminateOnNaN would still end the epoch and save its state). The epoch is not
+    committed: the best checkpoint and the resume state stay those of the last good epoch."""
+
+    def __init__(self, run: RunFolder, hint: str = ""):
+        super().__init__()
+        self.run = run
+        self.hint = hint
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        best = self.run.best_checkpoint()
+        kept = f"the best checkpoint so far is {best.path}" if best else "no checkpoint was saved"
+        raise TrainingDiverged(
+            f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; {kept}; "
+            f"{self.hint or 'lower --lr'} and train again with a new --run-dir"
+        )
 
 
 def budget_cosine_lr(peak_lr: float, step: int, warmup_steps: int, progress: float) -> float:

@@ -25,7 +25,8 @@ def write_class_index(class_names: list[str], path: Path) -> Path:
 def read_class_index(path: Path) -> list[str]:
     """Read a class index JSON; returns the class names in output order.
 
-    Raises ModelFileError when the file is missing, not JSON, or its keys are not 0..N-1.
+    Raises ModelFileError when the file is missing, not JSON, its keys are not 0..N-1, or a name
+    repeats.
     """
     path = Path(path)
     try:
@@ -45,4 +46,8 @@ def read_class_index(path: Path) -> list[str]:
         raise ModelFileError(f"class index {path} has non-integer keys") from None
     if keys != list(range(len(keys))):
         raise ModelFileError(f"class index {path} must have keys 0..{len(keys) - 1} with no gaps")
-    return [str(mapping[str(i)]) for i in keys]
+    names = [str(mapping[str(i)]) for i in keys]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ModelFileError(f"class index {path} names {', '.join(repeated)} more than once; each class once")
+    return names

@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from idenprof.class_index import write_class_index
+from idenprof.data.graph_imaging import decode_resized
 from idenprof.errors import ConfigError
 from idenprof.run_folder import (
     BYTES_SIGNATURE,
@@ -140,15 +141,12 @@ def serving_functions(model: keras.Model):
     def serve_pixels(pixels):
         return {OUTPUT_KEY: tf.cast(model(pixels, training=False), tf.float32)}
 
-    def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        # Antialiased bilinear matches PIL's bilinear downscaling used by idenprof.data.imaging.
-        return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_bytes(images):
+        # The same pixels as idenprof.data.imaging.load_image_rgb (see data/graph_imaging.py).
         pixels = tf.map_fn(
-            decode, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32)
+            lambda encoded: decode_resized(encoded, size), images,
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
         return serve_pixels(pixels)
 

@@ -30,6 +30,7 @@ from idenprof.run_folder import (
     PIXELS_SIGNATURE,
     SAVED_MODEL_MARKER,
     RunFolder,
+    exported_models_in,
 )
 from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
@@ -112,7 +113,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),
         if path.is_dir():
             if (path / SAVED_MODEL_MARKER).is_file():
                 return path
-            best = RunFolder(path).model_for_inference()
+            best = RunFolder(path).model_for_inference() or next(iter(exported_models_in(path)), None)
             if best is None:
                 raise ModelFileError(
                     f"{path}: no model in this folder (no .keras/.h5/.tflite checkpoint, "
@@ -334,7 +335,8 @@ def top_predictions(
 
 
 def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[str], list[InputError]]:
-    """Image paths (and URLs) from command-line arguments, in argument order, each path once.
+    """Image paths (and URLs) from command-line arguments, in argument order, each file once (the
+    first path naming it, symlinks resolved).
 
     - an http(s) URL: kept as given (fetched when predicted, see idenprof.remote);
     - an existing file: used as given (whatever its extension; decoding decides);
@@ -368,4 +370,8 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[str], 
             found = []
             errors.append(InputError(arg, f"{arg}: no such file or folder"))
         paths.extend(found)
-    return list(dict.fromkeys(paths)), errors
+    # Once per file, not per spelling: `**` through a symlink loop reaches a file by many paths.
+    unique: dict[str, str] = {}
+    for path in paths:
+        unique.setdefault(path if is_url(path) else os.path.realpath(path), path)
+    return list(unique.values()), errors

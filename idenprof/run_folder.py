@@ -9,8 +9,11 @@
                                        presence marks a finished run
       training_curves.png, confusion_matrix.png
       time_budget.json                 time spent so far, with --time-budget-min
+      training_done.json               training has ended (written before the evaluation and export)
+      .lock                            held by the train.py using the folder; holds its PID
       logs/                            TensorBoard
-      backup/                          resume state while the run is unfinished
+      backup/                          resume state while training: epoch-EEEE.weights.h5 and
+                                       resume.json, which names them (its rename commits an epoch)
       export/                          model.keras, model.h5, saved_model/, model.tflite, class_index.json
 
 Training, inference and the tools read these names from here only. TensorFlow-free, so infer.py
@@ -39,6 +42,9 @@ BYTES_SIGNATURE = "serving_bytes"
 OUTPUT_KEY = "probabilities"
 # Which export inference prefers: LiteRT starts fastest (docs/BENCHMARKS.md).
 EXPORT_PREFERENCE = ("tflite", "keras", "h5", "saved_model")
+LOCK_FILENAME = ".lock"
+TRAINING_DONE_FILENAME = "training_done.json"
+RESUME_STATE_FILENAME = "resume.json"
 
 _CHECKPOINT_NAME = re.compile(r"^model-e(\d{3,})-val(\d+\.\d{4})\.(keras|h5)$")
 
@@ -63,6 +69,17 @@ def parse_checkpoint_name(name: str) -> tuple[int, float, str] | None:
     if match is None:
         return None
     return int(match.group(1)), float(match.group(2)), "." + match.group(3)
+
+
+def exported_models_in(export_dir: Path) -> list[Path]:
+    """The exported models present in `export_dir` (a run's export/), in EXPORT_PREFERENCE order."""
+    found = []
+    for fmt in EXPORT_PREFERENCE:
+        path = Path(export_dir) / EXPORT_FILENAMES[fmt]
+        present = (path / SAVED_MODEL_MARKER).is_file() if fmt == "saved_model" else path.is_file()
+        if present:
+            found.append(path)
+    return found
 
 
 @dataclass(frozen=True)
@@ -111,12 +128,28 @@ class RunFolder:
         return self.path / "backup"
 
     @property
+    def resume_state_path(self) -> Path:
+        return self.backup_dir / RESUME_STATE_FILENAME
+
+    @property
     def export_dir(self) -> Path:
         return self.path / EXPORT_DIRNAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILENAME
+
+    @property
+    def training_done_path(self) -> Path:
+        return self.path / TRAINING_DONE_FILENAME
 
     def is_finished(self) -> bool:
         """Whether the run wrote its final report (training, evaluation and export are done)."""
         return self.report_path.is_file()
+
+    def is_training_done(self) -> bool:
+        """Whether training has ended (the evaluation and export may still be missing)."""
+        return self.training_done_path.is_file()
 
     def checkpoint_path(self, epoch: int, val_accuracy: float, suffix: str = ".keras") -> Path:
         return self.path / checkpoint_name(epoch, val_accuracy, suffix)
@@ -141,13 +174,7 @@ class RunFolder:
 
     def exported_models(self) -> list[Path]:
         """The exported models present in export/, in EXPORT_PREFERENCE order."""
-        found = []
-        for fmt in EXPORT_PREFERENCE:
-            path = self.export_dir / EXPORT_FILENAMES[fmt]
-            present = (path / SAVED_MODEL_MARKER).is_file() if fmt == "saved_model" else path.is_file()
-            if present:
-                found.append(path)
-        return found
+        return exported_models_in(self.export_dir)
 
     def model_for_inference(self) -> Path | None:
         """The model infer.py uses for this run, or None when it holds no model.

@@ -20,6 +20,7 @@ from idenprof.config import TrainConfig, size_notes
 from idenprof.errors import ConfigError, DatasetError, ModelFileError
 from idenprof.files import write_json_atomically
 from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
+from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
 from idenprof.runtime import RuntimePlan, apply_runtime
 
@@ -45,6 +46,13 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
     plan, tf_config = plan_training(config, log)
     run = open_run_folder(config, tf_config)
+    with lock_run_folder(run):
+        return train_in(run, config, plan, tf_config, layout, start, log)
+
+
+def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, layout, start: float, log):
+    """`train`, holding the run folder: resume (or start) training, then evaluate and export."""
+    epochs_done = discard_uncommitted(run)
     write_class_index(layout.class_names, run.class_index_path)
     save_run_config(run, config, plan)
     for note in size_notes(config):
@@ -54,6 +62,11 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     train_samples, val_samples, test_samples = select_samples(layout, config)
     if "val" in layout.samples and config.validate_on == "holdout":
         log(f"validation: the val/ folder ({len(val_samples)} images) instead of a hold-out of train/")
+    if run.is_training_done():
+        log(f"training had finished in {run.path}: evaluating and exporting its best checkpoint")
+        done = json.loads(run.training_done_path.read_text())
+        test_data = decode_split(config, layout, "test", test_samples, log)
+        return finish_run(config, run, layout, test_data, done["train_seconds"], epochs_done, log)
     train_data, val_data, test_data = decode_splits(config, layout, train_samples, val_samples, test_samples, log)
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
@@ -100,6 +113,8 @@ def prepare_dataset(config: TrainConfig, log):
     layout = load_dataset(config.dataset, Path(config.data_dir), config.data_url,
                           sha256=config.data_sha256, progress=config.progress)
     log(layout.report())
+    for warning in layout.warnings:
+        log(f"warning: {warning}")
     return layout
 
 
@@ -203,20 +218,38 @@ def select_samples(layout, config: TrainConfig):
 
 
 def decode_splits(config: TrainConfig, layout, train_samples, val_samples, test_samples, log):
-    """The three splits decoded once at `config.image_size` by the layout (see idenprof.data.decoded)."""
-    cache_dir = Path(config.cache_dir) if config.cache_dir else None
+    """The three splits decoded once at `config.image_size` by the layout (see `decode_split`)."""
     decoded = []
     for name, samples in (("train", train_samples), ("validation", val_samples), ("test", test_samples)):
         if name == "test" and config.validate_on == "test":
             decoded.append(decoded[1])
             continue
-        data = layout.decode(samples, config.image_size, cache_dir=cache_dir, progress=config.progress)
-        for path, reason in data.skipped:
-            log(f"skipped unreadable image {path}: {reason}")
-        if len(data.labels) == 0:
-            raise DatasetError(f"the {name} split has no readable images; check {config.data_dir}")
-        decoded.append(data)
+        decoded.append(decode_split(config, layout, name, samples, log))
     return decoded
+
+
+def decode_split(config: TrainConfig, layout, name: str, samples, log):
+    """One split decoded at `config.image_size` by the layout (image files once, see
+    idenprof.data.decoded; array datasets resized). Unreadable files are named on the terminal; a
+    class left without a readable image is an error in train, a warning elsewhere."""
+    class_names = layout.class_names
+    cache_dir = Path(config.cache_dir) if config.cache_dir else None
+    data = layout.decode(samples, config.image_size, cache_dir=cache_dir, progress=config.progress)
+    for path, reason in data.skipped:
+        log(f"skipped unreadable image {path}: {reason}")
+    if len(data.labels) == 0:
+        raise DatasetError(f"the {name} split has no readable images; check {config.data_dir}")
+    present = set(np.unique(data.labels).tolist())
+    empty = sorted({label for _, label in samples} - present)
+    if empty and class_names:
+        classes = ", ".join(class_names[label] for label in empty)
+        if name == "train":
+            raise DatasetError(
+                f"class(es) {classes} have no readable training image in {config.data_dir}; "
+                "replace the unreadable files (named above) or remove the class from every split"
+            )
+        log(f"warning: class(es) {classes} have no readable image in the {name} split")
+    return data
 
 
 def batch_fitted_to_data(config: TrainConfig, train_images: int, replicas: int, log=print) -> TrainConfig:
@@ -413,7 +446,8 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
 
 
 def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log) -> list:
-    """Resume state, best checkpoint, logs, time budget and the whole-image phase."""
+    """Divergence check, best checkpoint, logs, time budget, the whole-image phase and, last,
+    the resume state."""
     import keras
 
     from idenprof.callbacks import (
@@ -421,13 +455,15 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
         EpochTimeEstimate,
         LearningRateLogger,
         Patience,
+        ResumeState,
+        StopOnNaN,
         TimeBudget,
         WholeImagePhase,
     )
 
     callbacks = [
         LearningRateLogger(),
-        keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
+        StopOnNaN(run, hint=f"lower --lr (now {config.lr:g})"),
         BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes)),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False),
@@ -447,6 +483,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
                                          progress=budget.progress if budget else None))
     if config.patience:
         callbacks.append(Patience(config.patience, run.metrics_csv, log=log))
+    callbacks.append(ResumeState(run, start))  # last: its save commits the epoch (see idenprof.resume)
     return callbacks
 
 

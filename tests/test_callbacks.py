@@ -55,7 +55,9 @@ def test_best_checkpoint_keeps_only_the_best_and_remembers_it_after_a_restart(tm
     callback = BestModelCheckpoint(tmp_path)
     callback.set_model(model)
     for epoch, accuracy in enumerate([0.4, 0.6, 0.5]):
+        callback.on_epoch_begin(epoch)
         callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    callback.on_train_end()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model-e002-val0.6000.h5", "model-e002-val0.6000.keras"]
     restarted = BestModelCheckpoint(tmp_path)  # a resumed run reads the best so far from disk
     restarted.set_model(model)

@@ -121,6 +121,17 @@ def test_broken_layouts_name_the_problem(dataset_copy, break_it, named):
     assert "\n" not in str(err.value)
 
 
+def test_a_subfolder_inside_a_class_folder_is_named_in_a_warning(dataset_copy):
+    nested = dataset_copy / "train" / "chef" / "more"
+    nested.mkdir()
+    shutil.copy(next((dataset_copy / "train" / "chef").glob("*.jpg")), nested / "extra.jpg")
+    layout = scan_dataset(dataset_copy)
+    assert layout.warnings == [
+        f"{nested}/ is ignored: images of class chef must be directly in {nested.parent}/, not in a subfolder"
+    ]
+    assert not any("more" in path for path, _ in layout.samples["train"])
+
+
 def labels(n_per_class: dict[int, int]) -> list[tuple[str, int]]:
     return [(f"{c}/{i}.jpg", c) for c, n in n_per_class.items() for i in range(n)]
 

@@ -320,3 +320,65 @@ def test_env_url_is_what_ensure_dataset_fetches(tmp_path, monkeypatch, archive_b
         ensure_dataset(tmp_path / "idenprof", resolve_data_url(None), progress=False)
     assert url.log == [("GET", "/mirror.zip", None)]
     assert (tmp_path / "idenprof" / "train").is_dir()
+
+
+# --- extraction limits (issue 15, item 5) ----------------------------------------------------------
+
+
+def test_a_zip_bomb_is_refused_before_writing_anything(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("idenprof/test/a/1.jpg", b"1")
+        z.writestr("idenprof/train/a/huge.jpg", bytes(64 << 20))  # 64 MiB of zeros: about 64 KB deflated
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(DatasetError, match=r"huge.jpg' would inflate .* refusing to extract it") as err:
+        extract_archive(bomb, tmp_path / "out" / "idenprof")
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_archive_declaring_more_than_a_dataset_needs_is_refused(tmp_path, small_archive, monkeypatch):
+    import idenprof.data.download as download
+
+    monkeypatch.setattr(download, "MAX_EXTRACTED_BYTES", small_archive.stat().st_size // 2)
+    with pytest.raises(DatasetError, match="would extract to .* GiB, more than"):
+        extract_archive(small_archive, tmp_path / "out" / "idenprof")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_disk_full_during_extraction_is_one_line_and_leaves_nothing(tmp_path, small_archive, monkeypatch):
+    import errno
+
+    def full_disk(self, path, *args, **kwargs):
+        (Path(path) / "half.jpg").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full_disk)
+    with pytest.raises(DatasetError, match=r"^disk full while extracting .* free some space") as err:
+        extract_archive(small_archive, tmp_path / "out" / "idenprof")
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_not_enough_free_space_is_refused_before_extracting(tmp_path, small_archive, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DatasetError, match="not enough disk space to extract"):
+        extract_archive(small_archive, tmp_path / "out" / "idenprof")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_folder_of_a_killed_extraction_is_removed_at_the_next_start(tmp_path, small_archive):
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    abandoned = tmp_path / f".idenprof-extracting-{gone.pid}-x1y2"
+    (abandoned / "idenprof" / "train").mkdir(parents=True)
+    running = tmp_path / f".idenprof-extracting-{os.getpid()}-a3b4"  # a live extraction is left alone
+    running.mkdir()
+    ensure_dataset(tmp_path / "idenprof", str(small_archive), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["idenprof", running.name])

@@ -83,10 +83,15 @@ def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
     done_before = kill_during_epoch(args, run_dir, finished_epochs=2)
     assert 2 <= done_before < 5
     assert list(run_dir.glob("model-e*.keras"))  # the best-so-far survived the kill
+    # What a kill between an epoch's metrics row and its commit, or during a write, leaves:
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    ahead = f"{len(lines) - 1}," + lines[-1].split(",", 1)[1]
+    (run_dir / "metrics.csv").write_text("".join(lines) + lines[0] + ahead + ahead[:9])
     result = run_train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [int(r["epoch"]) for r in metrics_rows(run_dir)]
     assert epochs == list(range(5))  # resumed after the last finished epoch, nothing redone
+    assert (run_dir / "metrics.csv").read_text().count("epoch,") == 1  # one header
     # The learning rate follows the uninterrupted schedule: the optimizer's step count was restored.
     config = resolve_config(None, {"epochs": 5, "schedule": "cosine", "warmup_epochs": 1, "batch_size": 16})
     schedule = make_learning_rate(config, steps_per_epoch=180 // 16)
@@ -149,6 +154,22 @@ def test_missing_data_and_a_class_missing_from_a_split(small_dataset, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and "pilot" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_class_without_a_readable_training_image_fails_naming_it(small_dataset, tmp_path, capsys):
+    import shutil
+
+    import train
+
+    broken = Path(shutil.copytree(small_dataset, tmp_path / "broken"))
+    for photo in (broken / "train" / "pilot").glob("*.jpg"):
+        photo.write_bytes(b"not a jpeg")
+    (broken / "train" / "chef" / "nested").mkdir()
+    code = train.main(["--data-dir", str(broken), *TINY, "--run-dir", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert f"warning: {broken / 'train' / 'chef' / 'nested'}/ is ignored" in captured.out
+    assert code == 2 and captured.err.count("\n") == 1
+    assert "class(es) pilot have no readable training image" in captured.err
 
 
 def test_unwritable_run_folder(small_dataset, tmp_path, capsys):

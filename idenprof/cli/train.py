@@ -146,6 +146,14 @@ def main(argv=None) -> int:
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from idenprof.files import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: disk full{where}; free some space and run the same command to resume", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         return 130

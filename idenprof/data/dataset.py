@@ -31,12 +31,14 @@ class DatasetLayout:
         class_names: class-folder names in index order (sorted).
         samples: per split, (path, class index) pairs sorted by path.
         duplicates: (train path, test path) pairs of byte-identical files.
+        warnings: what the scan left out that the user may not expect (one line each).
     """
 
     root: Path
     class_names: list[str]
     samples: dict[str, list[Sample]]
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def counts(self, split: str) -> list[int]:
         """Number of images per class index in `split`."""
@@ -122,9 +124,9 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
 
     Class names are the sorted subfolders of the first split (train/); every split must have
     exactly those class folders, each with at least one image file (by extension; Thumbs.db and
-    other non-images are ignored). Hidden folders are ignored. The OPTIONAL_SPLITS folders (val/)
-    are scanned too when present. Cross-split duplicates are found between "train" and "test"
-    when both are scanned.
+    other non-images are ignored). Hidden folders are ignored; a subfolder of a class folder is
+    ignored with a warning. The OPTIONAL_SPLITS folders (val/) are scanned too when present.
+    Cross-split duplicates are found between "train" and "test" when both are scanned.
 
     Raises DatasetError naming the folder at fault.
     """
@@ -144,6 +146,7 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
             f"{root / splits[0]} has no class folders; put each class's images in its own subfolder"
         )
     samples: dict[str, list[Sample]] = {}
+    warnings = []
     for split in splits:
         found = _subfolders(root / split)
         missing = [name for name in class_names if name not in found]
@@ -167,12 +170,15 @@ def scan_dataset(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Dat
                     "add images or remove the class folder from every split"
                 )
             samples[split].extend((path, index) for path in files)
+            for nested in _subfolders(root / split / name):
+                warnings.append(f"{root / split / name / nested}/ is ignored: images of class {name} must be "
+                                f"directly in {root / split / name}/, not in a subfolder")
     duplicates = []
     if "train" in samples and "test" in samples:
         duplicates = find_cross_duplicates(
             [p for p, _ in samples["train"]], [p for p, _ in samples["test"]]
         )
-    return DatasetLayout(root, class_names, samples, duplicates)
+    return DatasetLayout(root, class_names, samples, duplicates, warnings)
 
 
 def scan_class_folders(root: Path) -> dict[str, list[str]]:

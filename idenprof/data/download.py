@@ -9,6 +9,7 @@ it never leaves a half dataset that looks complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -37,6 +38,12 @@ BY_HAND = (
     "or extract it and pass --data-dir"
 )
 CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-\d+/(\d+)$")
+# Photos barely compress: IdenProf's JPEGs are stored at 1:1. A member inflating more than this
+# (beyond MIN_RATIO_CHECK_BYTES) or an archive declaring more than MAX_EXTRACTED_BYTES is a zip
+# bomb, not an image dataset.
+MAX_COMPRESSION_RATIO = 50
+MIN_RATIO_CHECK_BYTES = 1 << 20
+MAX_EXTRACTED_BYTES = 64 << 30
 
 
 class _Retryable(Exception):
@@ -242,21 +249,83 @@ def extract_archive(archive: Path, data_dir: Path) -> Path:
     except (zipfile.BadZipFile, OSError) as e:
         raise DatasetError(corrupt.format(e)) from None
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_extractions(data_dir)
     with zf:
         for name in zf.namelist():
             _check_member_name(archive, name)
+        _check_sizes(archive, zf.infolist())
+        needed, free = _declared_bytes(zf.infolist()), shutil.disk_usage(data_dir.parent).free
+        if needed > free:
+            raise DatasetError(
+                f"not enough disk space to extract {archive} into {data_dir.parent}: {needed / 2**30:.1f} GiB "
+                f"needed, {free / 2**30:.1f} GiB free; free some space and run the same command again"
+            )
         extracted = Path(
-            tempfile.mkdtemp(prefix=f".{data_dir.name}-extracting-", dir=data_dir.parent)
+            tempfile.mkdtemp(prefix=f"{_extracting_prefix(data_dir)}{os.getpid()}-", dir=data_dir.parent)
         )
         try:
-            # Reading each member to its end makes zipfile compare its CRC-32 (BadZipFile if not).
+            # Reading each member to its end makes zipfile compare its CRC-32 (BadZipFile if not);
+            # it never writes more than a member's declared size.
             zf.extractall(extracted)
             os.replace(_split_root(archive, extracted), data_dir)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise DatasetError(corrupt.format(e)) from None
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise DatasetError(
+                f"disk full while extracting {archive} into {data_dir.parent}; free some space "
+                f"({_declared_bytes(zf.infolist()) / 2**30:.1f} GiB needed) and run the same command again"
+            ) from None
         finally:
             shutil.rmtree(extracted, ignore_errors=True)
     return data_dir
+
+
+def _extracting_prefix(data_dir: Path) -> str:
+    return f".{data_dir.name}-extracting-"
+
+
+def remove_abandoned_extractions(data_dir: Path) -> None:
+    """Remove the temporary extraction folders beside `data_dir` whose process is gone (a killed
+    extraction leaves one, named with its PID)."""
+    prefix = _extracting_prefix(data_dir)
+    for folder in data_dir.parent.glob(prefix + "*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        if not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _declared_bytes(members: list[zipfile.ZipInfo]) -> int:
+    return sum(m.file_size for m in members)
+
+
+def _check_sizes(archive: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse an archive declaring more bytes, or a member inflating more, than an image dataset
+    can (a zip bomb)."""
+    total = _declared_bytes(members)
+    if total > MAX_EXTRACTED_BYTES:
+        raise DatasetError(
+            f"{archive} would extract to {total / 2**30:.1f} GiB, more than the {MAX_EXTRACTED_BYTES / 2**30:.0f} GiB "
+            f"an image dataset needs; refusing to extract it: {BY_HAND} from a trusted source"
+        )
+    for m in members:
+        if m.file_size > MIN_RATIO_CHECK_BYTES and m.file_size > MAX_COMPRESSION_RATIO * max(1, m.compress_size):
+            raise DatasetError(
+                f"{archive} member {m.filename!r} would inflate {m.compress_size} bytes to {m.file_size} "
+                f"(over {MAX_COMPRESSION_RATIO}:1, which photos never compress); refusing to extract it: "
+                f"{BY_HAND} from a trusted source"
+            )
 
 
 def _local_path(data_url: str) -> Path | None:
@@ -287,6 +356,7 @@ def ensure_dataset(
     A download goes to `data_dir.parent / "idenprof-jpg.zip"` and is reused by later calls.
     """
     data_dir = Path(data_dir)
+    remove_abandoned_extractions(data_dir)
     if _has_splits(data_dir):
         return data_dir
     local = _local_path(data_url)

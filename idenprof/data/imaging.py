@@ -132,6 +132,8 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
         raise
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied; make the file readable") from None
     except IsADirectoryError:
         raise ImageError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:

@@ -1,0 +1,61 @@
+"""Small edges of inference and the class index (issue 15, items 10 and 11)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+import idenprof.data.imaging as imaging
+from idenprof.class_index import read_class_index, write_class_index
+from idenprof.data.imaging import ImageError, load_image_rgb
+from idenprof.errors import ModelFileError
+from idenprof.inference import expand_inputs, resolve_model_path
+
+
+def test_the_class_index_gets_the_permissions_the_umask_gives(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        path = write_class_index(["chef", "doctor"], tmp_path / "class_index.json")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~0o027
+
+
+def test_a_class_index_naming_a_class_twice_is_refused(tmp_path):
+    path = tmp_path / "class_index.json"
+    path.write_text(json.dumps({"0": "chef", "1": "pilot", "2": "chef"}))
+    with pytest.raises(ModelFileError, match="names chef more than once"):
+        read_class_index(path)
+
+
+def test_an_export_folder_is_a_model(tmp_path, export_dir):
+    export = shutil.copytree(export_dir, tmp_path / "run" / "export")
+    assert resolve_model_path(str(export)) == export / "model.tflite"
+
+
+def test_a_recursive_glob_through_a_symlink_loop_gives_each_file_once(tmp_path, photos):
+    shutil.copy(photos[0], tmp_path / "a.jpg")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    paths, errors = expand_inputs([str(tmp_path / "**" / "*.jpg")])
+    assert paths == [str(tmp_path / "a.jpg")] and errors == []
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path, photos, monkeypatch):
+    target = tmp_path / "secret.jpg"
+    shutil.copy(photos[0], target)
+
+    def denied(fp, *args, **kwargs):  # as open() fails for a non-root user on a chmod 000 file
+        raise PermissionError(errno.EACCES, "Permission denied", str(fp))
+
+    monkeypatch.setattr(imaging.Image, "open", denied)
+    with pytest.raises(ImageError) as err:
+        load_image_rgb(target)
+    assert str(err.value) == f"{target}: permission denied; make the file readable"
+    monkeypatch.undo()
+    assert load_image_rgb(target).shape[2] == 3
+    assert isinstance(Image.open(target), Image.Image)

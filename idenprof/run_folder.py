@@ -11,7 +11,8 @@
       time_budget.json                 time spent so far, with --time-budget-min
       logs/                            TensorBoard
       backup/                          resume state while the run is unfinished
-      export/                          model.keras, model.h5, saved_model/, model.tflite, class_index.json
+      export/                          model.keras, model.h5, saved_model/, model.tflite, model.onnx,
+                                       class_index.json
 
 Training, inference and the tools read these names from here only. TensorFlow-free, so infer.py
 can find a model without importing it.
@@ -32,10 +33,12 @@ EXPORT_FILENAMES = {
     "h5": "model.h5",
     "saved_model": "saved_model",
     "tflite": "model.tflite",
+    "onnx": "model.onnx",
 }
 SAVED_MODEL_MARKER = "saved_model.pb"
 PIXELS_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
+PIXELS_INPUT = "pixels"  # the pixels input of serving_default, LiteRT and ONNX
 OUTPUT_KEY = "probabilities"
 # Which export inference prefers: LiteRT starts fastest (docs/BENCHMARKS.md).
 EXPORT_PREFERENCE = ("tflite", "keras", "h5", "saved_model")

@@ -24,7 +24,7 @@ from idenprof.inference import (
     resolve_model_path,
 )
 
-FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite"]
+FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite", "model.onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +194,21 @@ def test_predict_takes_uint8_or_float32_and_checks_the_shape(export_dir, photos)
         predictor.predict(np.zeros((1, 64, 64, 3), np.uint8))
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.tflite"])
+@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.tflite", "model.onnx"])
 def test_a_file_that_is_not_a_model_names_the_file(tmp_path, name):
     fake = tmp_path / name
     fake.write_bytes(b"certainly not a model" * 50)
     write_class_index(CLASS_NAMES, tmp_path / "class_index.json")
     with pytest.raises(ModelFileError, match=f"{name}: cannot load"):
         load_predictor(fake)
+
+
+def test_a_corrupt_onnx_file_is_named_as_not_an_onnx_model(tmp_path, export_dir):
+    corrupt = tmp_path / "model.onnx"
+    corrupt.write_bytes((export_dir / "model.onnx").read_bytes()[:5000])  # a truncated download
+    write_class_index(CLASS_NAMES, tmp_path / "class_index.json")
+    with pytest.raises(ModelFileError, match=r"model\.onnx: cannot load as an ONNX model \(.+\)$"):
+        load_predictor(corrupt)
 
 
 def test_labels_that_do_not_match_the_outputs_name_both_numbers(tmp_path, export_dir):

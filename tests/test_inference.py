@@ -102,6 +102,12 @@ def test_run_folder_prefers_its_litert_export_when_up_to_date(tmp_path, export_d
     assert resolve_model_path(str(run)) == run / "export" / "model.tflite"
 
 
+def test_run_folder_without_litert_export_uses_onnx_not_tensorflow(tmp_path, export_dir):
+    run = make_run(tmp_path, "run", export_dir, with_export=True)
+    (run / "export" / "model.tflite").unlink()
+    assert resolve_model_path(str(run)) == run / "export" / "model.onnx"
+
+
 def test_run_folder_ignores_an_export_older_than_its_best_checkpoint(tmp_path, export_dir):
     run = make_run(tmp_path, "run", export_dir, with_export=True)
     set_mtime(run / "export" / "model.tflite", 1_000_000)

@@ -1,4 +1,4 @@
-"""Export a trained model for deployment: Keras, HDF5, TensorFlow SavedModel and LiteRT.
+"""Export a trained model for deployment: Keras, HDF5, TensorFlow SavedModel, LiteRT and ONNX.
 
     export/
         model.keras        Keras 3 native format (keras.models.load_model)
@@ -6,6 +6,8 @@
         saved_model/       TensorFlow Serving: signatures serving_default (pixels) and
                            serving_bytes (encoded image files), both -> {"probabilities"}
         model.tflite       LiteRT, float32; infer.py runs it without importing TensorFlow
+        model.onnx         ONNX, float32, input "pixels" -> output "probabilities";
+                           infer.py runs it with ONNX Runtime, without importing TensorFlow
         class_index.json   output position -> class name, for all of the above
 
 Every format takes float32 RGB pixels 0..255 (preprocessing is inside the model) and returns
@@ -37,10 +39,12 @@ from idenprof.run_folder import (
     CLASS_INDEX_FILENAME,
     EXPORT_FILENAMES,
     OUTPUT_KEY,
+    PIXELS_INPUT,
     PIXELS_SIGNATURE,
 )
 
 FORMATS = tuple(EXPORT_FILENAMES)
+ONNX_OPSET = 17
 
 
 def export_model(
@@ -57,7 +61,7 @@ def export_model(
             [None, len(class_names)].
         out_dir: created if missing; existing exports of the same names are replaced.
         class_names: class name of each output position.
-        formats: any of "keras", "h5", "saved_model", "tflite".
+        formats: any of FORMATS ("keras", "h5", "saved_model", "tflite", "onnx").
         tflite_float16: store the LiteRT model's weights in float16 (half the size; it still
             computes and answers in float32).
 
@@ -84,6 +88,8 @@ def export_model(
                 save_model(model, staged)
             elif fmt == "saved_model":
                 write_saved_model(model, staged)
+            elif fmt == "onnx":
+                staged.write_bytes(onnx_bytes(model))
             else:
                 staged.write_bytes(tflite_bytes(model, staging, float16_weights=tflite_float16))
             written[fmt] = move_into_place(staged, out_dir / EXPORT_FILENAMES[fmt], staging)
@@ -137,7 +143,7 @@ def serving_functions(model: keras.Model):
     [None]; both return {"probabilities": float32 [None, C]}."""
     size = model.input_shape[1]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")])
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)])
     def serve_pixels(pixels):
         return {OUTPUT_KEY: tf.cast(model(pixels, training=False), tf.float32)}
 
@@ -182,6 +188,25 @@ def tflite_bytes(model: keras.Model, scratch: Path, float16_weights: bool = Fals
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
+
+
+def onnx_bytes(model: keras.Model) -> bytes:
+    """A float32 ONNX model: input "pixels" float32 [N, S, S, 3] 0..255, output "probabilities"
+    float32 [N, C], the interface of serving_default.
+
+    tf2onnx converts the same pixels tf.function the SavedModel serves (a concrete TensorFlow
+    graph, so Keras 3 layers need no converter support of their own).
+    """
+    import tf2onnx
+
+    serve_pixels = serving_functions(model)[0]
+    with absl_warnings_silenced():
+        proto, _ = tf2onnx.convert.from_function(
+            serve_pixels, input_signature=serve_pixels.input_signature, opset=ONNX_OPSET
+        )
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"  # tf2onnx names it unk__123
+    return proto.SerializeToString()
 
 
 def move_into_place(staged: Path, final: Path, staging: Path) -> Path:

@@ -3,11 +3,11 @@
     predictor = load_predictor(resolve_model_path(None))    # best model of the latest run
     results, errors = predict_files(predictor, ["photo.jpg"], top_k=5)
 
-Backends: Keras (.keras, .h5), TensorFlow SavedModel (a folder), and LiteRT (.tflite). This
-module imports TensorFlow only inside the Keras and SavedModel loaders, so predicting with a
-.tflite model starts without it (docs/BENCHMARKS.md has the cold-start times). The image size
-comes from the model's input shape and the class names from the class index JSON next to the
-model: neither is typed anywhere else.
+Backends: Keras (.keras, .h5), TensorFlow SavedModel (a folder), LiteRT (.tflite) and ONNX
+Runtime (.onnx). This module imports TensorFlow only inside the Keras and SavedModel loaders, so
+predicting with a .tflite or .onnx model starts without it (docs/BENCHMARKS.md has the cold-start
+times). The image size comes from the model's input shape and the class names from the class
+index JSON next to the model: neither is typed anywhere else.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from idenprof.run_folder import (
 )
 from idenprof.tf_quiet import import_tensorflow_quietly, native_stderr_silenced
 
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".tflite", ".onnx")
 # The calibrated model shipped inside the package (idenprof.packaging writes it): the default
 # when no run has a model. LiteRT, the fastest format to start (docs/BENCHMARKS.md).
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -95,7 +95,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),
                        pretrained: Path = PRETRAINED_MODEL) -> Path:
     """The model to load for `--model model_arg`.
 
-    `model_arg` may be a model file (.keras, .h5, .tflite), a SavedModel folder, or a run folder
+    `model_arg` may be a model file (.keras, .h5, .tflite, .onnx), a SavedModel folder, or a run folder
     (see `RunFolder.model_for_inference`). Without it: the best model of the most recently
     modified finished run under `runs_dir` (one with its report), so a run still training does not
     shadow a finished one; the most recent unfinished run with a checkpoint when none has finished;
@@ -141,7 +141,7 @@ def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),
 
 
 def load_predictor(model_path: Path, labels_path: Path | None = None) -> Predictor:
-    """Load a .keras/.h5/.tflite file or a SavedModel folder with its class names.
+    """Load a .keras/.h5/.tflite/.onnx file or a SavedModel folder with its class names.
 
     Class names come from `labels_path`, else class_index.json next to the model (for a
     SavedModel folder: inside it, else beside it). Raises ModelFileError when the file is not a
@@ -154,11 +154,14 @@ def load_predictor(model_path: Path, labels_path: Path | None = None) -> Predict
         predict_batch, input_shape, num_outputs = load_saved_model(model_path)
     elif model_path.suffix.lower() == ".tflite":
         predict_batch, input_shape, num_outputs = load_litert(model_path)
+    elif model_path.suffix.lower() == ".onnx":
+        predict_batch, input_shape, num_outputs = load_onnx(model_path)
     elif model_path.suffix.lower() in (".keras", ".h5"):
         predict_batch, input_shape, num_outputs = load_keras(model_path)
     else:
         raise ModelFileError(f"{model_path}: not a model file ({', '.join(MODEL_FILE_SUFFIXES)})")
-    if len(input_shape) != 4 or input_shape[3] != 3 or input_shape[1] != input_shape[2]:
+    if (len(input_shape) != 4 or input_shape[3] != 3 or input_shape[1] != input_shape[2]
+            or input_shape[1] is None):
         raise ModelFileError(
             f"{model_path}: expected an image model with input [N, S, S, 3], got {input_shape}"
         )
@@ -232,6 +235,31 @@ def load_litert(path: Path):
             return runner(**{input_name: images})[output_name]
 
     return predict_batch, tuple(input_details["shape_signature"]), output_details["shape"][-1]
+
+
+def load_onnx(path: Path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3  # errors only: its graph-optimisation warnings are not ours to act on
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # ONNX Runtime raises its own Fail/InvalidProtobuf types for a bad file
+        raise ModelFileError(f"{path}: cannot load as an ONNX model ({one_line(e)})") from None
+    input_name, input_arg = only_entry({i.name: i for i in session.get_inputs()}, "input", path)
+    output_name, output_arg = only_entry({o.name: o for o in session.get_outputs()}, "output", path)
+    if input_arg.type != "tensor(float)":
+        raise ModelFileError(f"{path}: expected a float32 pixels input, got {input_arg.type}")
+    # Dynamic dimensions are names (the batch is "N"); the image side and class count are ints.
+    input_shape = tuple(d if isinstance(d, int) else None for d in input_arg.shape)
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        return session.run([output_name], {input_name: images})[0]
+
+    return predict_batch, input_shape, output_arg.shape[-1]
 
 
 def only_entry(named: dict, kind: str, path: Path):

@@ -14,7 +14,8 @@
       logs/                            TensorBoard
       backup/                          resume state while training: epoch-EEEE.weights.h5 and
                                        resume.json, which names them (its rename commits an epoch)
-      export/                          model.keras, model.h5, saved_model/, model.tflite, class_index.json
+      export/                          model.keras, model.h5, saved_model/, model.tflite, model.onnx,
+                                       class_index.json
 
 Training, inference and the tools read these names from here only. TensorFlow-free, so infer.py
 can find a model without importing it.
@@ -35,13 +36,16 @@ EXPORT_FILENAMES = {
     "h5": "model.h5",
     "saved_model": "saved_model",
     "tflite": "model.tflite",
+    "onnx": "model.onnx",
 }
 SAVED_MODEL_MARKER = "saved_model.pb"
 PIXELS_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
+PIXELS_INPUT = "pixels"  # the pixels input of serving_default, LiteRT and ONNX
 OUTPUT_KEY = "probabilities"
-# Which export inference prefers: LiteRT starts fastest (docs/BENCHMARKS.md).
-EXPORT_PREFERENCE = ("tflite", "keras", "h5", "saved_model")
+# Which export inference prefers: LiteRT starts fastest and predicts fastest, ONNX Runtime is a close
+# second; both start without TensorFlow (docs/BENCHMARKS.md).
+EXPORT_PREFERENCE = ("tflite", "onnx", "keras", "h5", "saved_model")
 LOCK_FILENAME = ".lock"
 TRAINING_DONE_FILENAME = "training_done.json"
 RESUME_STATE_FILENAME = "resume.json"

@@ -98,3 +98,26 @@ def test_augment_bench_compares_ours_with_keras_layers_per_job():
     assert set(ratios) == {"shift+rotation", "mixup", "cutmix"}
     expected = float(rates["ours mixup"]) / float(rates["keras MixUp"])
     assert abs(float(ratios["mixup"]) - expected) < 0.01 + 0.01 * expected
+
+
+def test_infer_latency_bench_times_the_formats_in_turns(small_archive):
+    # Keras is left out to keep this test short: its turn is the same code with a .keras path.
+    result = run_bench("infer_latency.py", "--model", "resnet18", "--width", 0.125, "--stem", "small",
+                       "--image-size", 32, "--rounds", 2, "--photos-per-class", 1, "--batch-size", 4,
+                       "--formats", "tflite,onnx", "--archive", small_archive)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    formats = ["tflite", "onnx"]
+    cold = re.findall(r"^cold start (\w+) +median ([0-9.]+) s  runs ([0-9.]+) ([0-9.]+)$", out, re.M)
+    assert [label for label, *_ in cold] == [*formats, "default"], out  # two turns each
+    cold_median = {label: float(median) for label, median, *_ in cold}
+    model_only = dict(re.findall(r"^throughput model-only (\w+) +median ([0-9.]+) images/s", out, re.M))
+    files = dict(re.findall(r"^throughput files (\w+) +median ([0-9.]+) images/s", out, re.M))
+    assert list(model_only) == formats and list(files) == formats, out
+    assert len(re.findall(r"^python infer.py <folder of 10> --model model\S+: [0-9.]+ s wall", out, re.M)) == 2
+    assert re.search(r"default \(no --model\): export/model\.(tflite|onnx)", out), out
+    fastest_start = re.search(r"^fastest cold start: (\w+) ", out, re.M).group(1)
+    assert cold_median[fastest_start] == min(cold_median[f] for f in formats)
+    fastest_rate = re.search(r"^fastest throughput: (\w+) ", out, re.M).group(1)
+    assert float(model_only[fastest_rate]) == max(float(model_only[f]) for f in formats)
+    assert last_value(out, "cold_start_s") == cold_median["default"]

@@ -1,4 +1,4 @@
-"""export_model: four deployment formats that load with the standard APIs alone and agree."""
+"""export_model: five deployment formats that load with the standard APIs alone and agree."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ def top5(probabilities: np.ndarray) -> list[list[int]]:
 def test_writes_every_format_and_the_class_index_and_nothing_else(exported):
     out_dir = exported["dir"]
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "class_index.json", "model.h5", "model.keras", "model.tflite", "saved_model",
+        "class_index.json", "model.h5", "model.keras", "model.onnx", "model.tflite", "saved_model",
     ]
     assert (out_dir / "saved_model" / "saved_model.pb").is_file()
     assert read_class_index(out_dir / "class_index.json") == CLASS_NAMES
-    assert set(exported["paths"]) == {"keras", "h5", "saved_model", "tflite", "class_index"}
+    assert set(exported["paths"]) == {"keras", "h5", "saved_model", "tflite", "onnx", "class_index"}
 
 
 def test_the_reference_predictions_have_a_clear_top5(exported):
@@ -74,6 +74,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import keras
+    import onnxruntime
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -96,6 +97,12 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     outputs = runner(pixels=pixels)
     results["tflite"] = outputs["probabilities"].tolist()
     results["tflite_dtype"] = str(outputs["probabilities"].dtype)
+    session = onnxruntime.InferenceSession(f"{out_dir}/model.onnx", providers=["CPUExecutionProvider"])
+    results["onnx_interface"] = [[(v.name, v.type, v.shape) for v in session.get_inputs()],
+                                 [(v.name, v.type, v.shape) for v in session.get_outputs()]]
+    outputs = session.run(["probabilities"], {"pixels": pixels})[0]
+    results["onnx"] = outputs.tolist()
+    results["onnx_dtype"] = str(outputs.dtype)
     results["project_modules"] = sorted(
         m for m in sys.modules if m.split(".")[0] in ("idenprof", "models"))
     print(json.dumps(results))
@@ -130,7 +137,7 @@ def test_fresh_process_does_not_import_the_project(fresh_process_results):
     assert fresh_process_results["project_modules"] == []
 
 
-@pytest.mark.parametrize("fmt", ["model.keras", "model.h5", "serving_default", "tflite"])
+@pytest.mark.parametrize("fmt", ["model.keras", "model.h5", "serving_default", "tflite", "onnx"])
 def test_each_format_gives_the_same_top5_as_the_keras_model(fresh_process_results, exported, fmt):
     probabilities = np.array(fresh_process_results[fmt], dtype=np.float32)
     assert probabilities.shape == (len(CLASS_NAMES), len(CLASS_NAMES))
@@ -139,9 +146,16 @@ def test_each_format_gives_the_same_top5_as_the_keras_model(fresh_process_result
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_saved_model_and_litert_outputs_are_float32(fresh_process_results):
+def test_saved_model_litert_and_onnx_outputs_are_float32(fresh_process_results):
     assert fresh_process_results["serving_default_dtype"] == "float32"
     assert fresh_process_results["tflite_dtype"] == "float32"
+    assert fresh_process_results["onnx_dtype"] == "float32"
+
+
+def test_onnx_has_the_serving_default_interface(fresh_process_results):
+    inputs, outputs = fresh_process_results["onnx_interface"]
+    assert inputs == [["pixels", "tensor(float)", ["N", IMAGE_SIZE, IMAGE_SIZE, 3]]]
+    assert outputs == [["probabilities", "tensor(float)", ["N", len(CLASS_NAMES)]]]
 
 
 def test_serving_bytes_decodes_encoded_images_to_the_same_input(fresh_process_results, exported):
@@ -191,8 +205,8 @@ def test_mixed_precision_model_exports_float32_litert(tmp_path):
 
 
 def test_unknown_format_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="onnx"):
-        export_model(tiny_model(), tmp_path, CLASS_NAMES, formats=("onnx",))
+    with pytest.raises(ConfigError, match="torchscript"):
+        export_model(tiny_model(), tmp_path, CLASS_NAMES, formats=("torchscript",))
 
 
 def test_class_count_must_match_the_model_outputs(tmp_path):

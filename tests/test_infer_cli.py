@@ -105,8 +105,9 @@ def test_bad_inputs_are_one_line_each_and_good_images_still_predicted(tflite, ph
         assert any(str(path) in line and problem in line for line in errors), (problem, errors)
 
 
-def test_a_model_file_that_is_not_a_model_is_a_one_line_error(tmp_path, photos, export_dir):
-    fake = tmp_path / "model.keras"
+@pytest.mark.parametrize("name", ["model.keras", "model.onnx"])
+def test_a_model_file_that_is_not_a_model_is_a_one_line_error(tmp_path, photos, export_dir, name):
+    fake = tmp_path / name
     fake.write_text("not a model")
     (tmp_path / "class_index.json").write_bytes((export_dir / "class_index.json").read_bytes())
     done = infer(str(photos[0]), "--model", str(fake))
@@ -129,18 +130,36 @@ def test_bad_flag_values_are_usage_errors(tflite, photos):
     assert done.returncode == 2 and "error: --top must be at least 1" in done.stderr
 
 
-def test_litert_path_does_not_import_tensorflow(tflite, photos):
+def modules_imported_by_infer(model: str, photo: Path) -> set[str]:
+    """Every module `python infer.py photo --model model` imports (it must succeed)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "infer.py"), str(photos[0]),
-         "--model", tflite],
+        [sys.executable, "-X", "importtime", str(REPO / "infer.py"), str(photo), "--model", model],
         cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
     )
-    assert done.returncode == 0
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
-                if line.startswith("import time:")}
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_litert_path_does_not_import_tensorflow(tflite, photos):
+    imported = modules_imported_by_infer(tflite, photos[0])
     assert "ai_edge_litert.interpreter" in imported
     assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
+
+
+def test_onnx_path_does_not_import_tensorflow(export_dir, photos):
+    imported = modules_imported_by_infer(str(export_dir / "model.onnx"), photos[0])
+    assert "onnxruntime" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")}
+
+
+def test_onnx_gives_the_same_answer_as_litert_with_nothing_on_stderr(export_dir, tflite, photos):
+    args = [*map(str, photos[:2]), "--top", "10"]
+    done = infer(*args, "--model", str(export_dir / "model.onnx"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert prediction_lines(done.stdout) == prediction_lines(infer(*args, "--model", tflite).stdout)
 
 
 @pytest.mark.parametrize("fmt", ["model.keras", "model.h5", "saved_model"])

@@ -24,7 +24,7 @@ from idenprof.inference import (
     resolve_model_path,
 )
 
-FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite"]
+FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite", "model.onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,12 @@ def test_run_folder_resolves_to_its_best_checkpoint(tmp_path, export_dir):
 def test_run_folder_prefers_its_litert_export_when_up_to_date(tmp_path, export_dir):
     run = make_run(tmp_path, "run", export_dir, with_export=True)
     assert resolve_model_path(str(run)) == run / "export" / "model.tflite"
+
+
+def test_run_folder_without_litert_export_uses_onnx_not_tensorflow(tmp_path, export_dir):
+    run = make_run(tmp_path, "run", export_dir, with_export=True)
+    (run / "export" / "model.tflite").unlink()
+    assert resolve_model_path(str(run)) == run / "export" / "model.onnx"
 
 
 def test_run_folder_ignores_an_export_older_than_its_best_checkpoint(tmp_path, export_dir):
@@ -203,13 +209,21 @@ def test_predict_takes_uint8_or_float32_and_checks_the_shape(export_dir, photos)
         predictor.predict(np.zeros((1, 64, 64, 3), np.uint8))
 
 
-@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.tflite"])
+@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.tflite", "model.onnx"])
 def test_a_file_that_is_not_a_model_names_the_file(tmp_path, name):
     fake = tmp_path / name
     fake.write_bytes(b"certainly not a model" * 50)
     write_class_index(CLASS_NAMES, tmp_path / "class_index.json")
     with pytest.raises(ModelFileError, match=f"{name}: cannot load"):
         load_predictor(fake)
+
+
+def test_a_corrupt_onnx_file_is_named_as_not_an_onnx_model(tmp_path, export_dir):
+    corrupt = tmp_path / "model.onnx"
+    corrupt.write_bytes((export_dir / "model.onnx").read_bytes()[:5000])  # a truncated download
+    write_class_index(CLASS_NAMES, tmp_path / "class_index.json")
+    with pytest.raises(ModelFileError, match=r"model\.onnx: cannot load as an ONNX model \(.+\)$"):
+        load_predictor(corrupt)
 
 
 def test_labels_that_do_not_match_the_outputs_name_both_numbers(tmp_path, export_dir):

@@ -56,6 +56,7 @@ def test_a_run_writes_every_output(finished_run):
     assert any((run_dir / "logs").rglob("events.out.tfevents*"))
     export = run_dir / "export"
     assert (export / "model.keras").is_file() and (export / "model.tflite").is_file()
+    assert (export / "model.onnx").is_file()
     assert (export / "saved_model" / "saved_model.pb").is_file()
     assert not (run_dir / "backup").exists()  # resume state is removed once training finishes
     assert "test top-1" in result.stdout and f"python infer.py --model {run_dir}" in result.stdout

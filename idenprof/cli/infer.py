@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
         "--model",
-        help="a .keras/.h5/.tflite file, SavedModel folder or run folder "
+        help="a .keras/.h5/.tflite/.onnx file, SavedModel folder, export/ folder or run folder "
         "(default: best model of the most recent finished run under runs/, else the pretrained "
         "model in idenprof/pretrained/)",
     )

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from archive_photos import archive_test_photos  # noqa: E402
 
 from idenprof.data.imaging import load_image_rgb  # noqa: E402
 from idenprof.inference import load_predictor, predict_files  # noqa: E402
@@ -112,14 +113,8 @@ def extract_photos(archive: Path, dest: Path, per_class: int) -> Path:
     """`per_class` test photos per class into dest/photos/ (flat); returns the folder."""
     folder = dest / "photos"
     folder.mkdir()
-    taken: dict[str, int] = {}
-    with zipfile.ZipFile(archive) as z:
-        for name in sorted(z.namelist()):
-            parts = name.split("/")
-            if len(parts) == 4 and parts[1] == "test" and name.endswith(".jpg"):
-                if taken.get(parts[2], 0) < per_class:
-                    taken[parts[2]] = taken.get(parts[2], 0) + 1
-                    (folder / parts[3]).write_bytes(z.read(name))
+    for name, data in archive_test_photos(archive, per_class):
+        (folder / name).write_bytes(data)
     return folder
 
 

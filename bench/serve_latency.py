@@ -24,12 +24,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from archive_photos import archive_test_photos  # noqa: E402
 
 from idenprof.runtime import cpu_model_name  # noqa: E402
 
@@ -37,18 +38,9 @@ BOUNDARY = "benchb0undary"
 TARGETS = {"p50_ms": 100, "p95_ms": 250, "heatmap_p50_ms": 300}
 
 
-def test_photos(archive: Path, per_class: int) -> list[bytes]:
+def photo_bytes(archive: Path, per_class: int) -> list[bytes]:
     """The bytes of the first `per_class` test photos of each class in the archive."""
-    taken: dict[str, int] = {}
-    photos = []
-    with zipfile.ZipFile(archive) as z:
-        for name in sorted(z.namelist()):
-            parts = name.split("/")
-            if len(parts) == 4 and parts[1] == "test" and name.endswith(".jpg"):
-                if taken.get(parts[2], 0) < per_class:
-                    taken[parts[2]] = taken.get(parts[2], 0) + 1
-                    photos.append(z.read(name))
-    return photos
+    return [data for _, data in archive_test_photos(archive, per_class)]
 
 
 def start_server(model: str) -> tuple[subprocess.Popen, str]:
@@ -107,7 +99,7 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {cpu_model_name()}, {cores} cores; model: {args.model}", flush=True)
-    photos = test_photos(args.archive, per_class=5)
+    photos = photo_bytes(args.archive, per_class=5)
     started = time.perf_counter()
     process, url = start_server(args.model)
     print(f"server ready in {time.perf_counter() - started:.1f} s at {url}", flush=True)

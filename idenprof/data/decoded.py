@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from idenprof.data.dataset import Sample
 from idenprof.data.imaging import ImageError, load_image_rgb
 from idenprof.errors import ConfigError
 from idenprof.files import atomic_write, temp_name
@@ -61,7 +60,7 @@ def memory_budget_bytes() -> int:
 
 
 def decode_images(
-    samples: list[Sample],
+    samples: list[tuple[str, int]],
     image_size: int,
     *,
     cache_dir: Path | None = None,

@@ -69,6 +69,33 @@ def conv_bn(
     return x
 
 
+def add_stem(x, stem, filters, use_bias, pool_name):
+    """The stem both families share: "imagenet" = 7x7/2 conv + 3x3/2 max-pool (downsamples 4x),
+    "small" = 3x3/1 conv (1x), "small_pool" = 3x3/1 conv + 2x2/2 max-pool (2x). Layers
+    `conv1_pad`, `conv1_*`, `pool1_pad` and the pool `pool_name` (keras.applications calls it
+    `pool1_pool` in ResNets and `pool1` in DenseNets; weights load by these names).
+
+    Args:
+        x: [batch, H, W, 3] preprocessed image.
+        stem: one of STEMS.
+        filters: conv1 channels.
+        use_bias: conv1 bias (ResNet-50/101/152 as keras.applications: yes; the others: no).
+        pool_name: name of the max-pool layer.
+
+    Returns:
+        [batch, H / s, W / s, filters] tensor, s the stem's downsampling (rounded up).
+    """
+    if stem == "imagenet":
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = conv_bn(x, filters, 7, 2, use_bias=use_bias, padding="valid", name="conv1")
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name=pool_name)(x)
+    x = conv_bn(x, filters, 3, use_bias=use_bias, name="conv1")
+    if stem == "small_pool":
+        x = layers.MaxPooling2D(2, name=pool_name)(x)
+    return x
+
+
 def shortcut_branch(x, out_channels, stride, shortcut, use_bias, name):
     """The shortcut of a block: the tensor added to the residual branch, or None (plain).
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from models.blocks import BN_EPSILON, conv_bn, scale_filters
+from models.blocks import BN_EPSILON, add_stem, scale_filters
 from models.common import (
     STEM_FILTERS,
     add_head,
@@ -37,27 +37,6 @@ DENSENET_SPECS = {
 }
 
 
-def add_stem(x, stem, filters):
-    """The stem: "imagenet" = 7x7/2 conv + 3x3/2 max-pool (downsamples 4x), "small" = 3x3/1
-    conv (1x), "small_pool" = 3x3/1 conv + 2x2/2 max-pool (2x); layers `conv1_*` and `pool1`.
-
-    Args:
-        x: [batch, H, W, 3] preprocessed image.
-        stem: one of STEMS.
-        filters: conv1 channels.
-
-    Returns:
-        [batch, H / s, W / s, filters] tensor, s the stem's downsampling.
-    """
-    if stem == "imagenet":
-        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = conv_bn(x, filters, 7, 2, use_bias=False, padding="valid", name="conv1")
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        return layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-    x = conv_bn(x, filters, 3, use_bias=False, name="conv1")
-    if stem == "small_pool":
-        x = layers.MaxPooling2D(2, name="pool1")(x)
-    return x
 
 
 def DenseNet(
@@ -125,7 +104,7 @@ def DenseNet(
 
     image = make_input(input_tensor, input_shape, include_top, stem)
     x = add_preprocessing(image, preprocessing)
-    x = add_stem(x, stem, scale_filters(STEM_FILTERS, width))
+    x = add_stem(x, stem, scale_filters(STEM_FILTERS, width), use_bias=False, pool_name="pool1")
     growth = scale_filters(growth_rate, width)
     for index, count in enumerate(blocks):
         if index > 0:

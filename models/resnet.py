@@ -12,9 +12,7 @@ Models take float32 [batch, H, W, 3] RGB pixels in 0..255; preprocessing is insi
 
 from __future__ import annotations
 
-from keras import layers
-
-from models.blocks import BLOCKS, SHORTCUTS, conv_bn, scale_filters, stack_blocks
+from models.blocks import BLOCKS, SHORTCUTS, add_stem, scale_filters, stack_blocks
 from models.common import (
     STEM_FILTERS,
     add_head,
@@ -43,28 +41,6 @@ STAGE_FILTERS = (64, 128, 256, 512)
 USE_BIAS = {"basic": False, "bottleneck": True}
 
 
-def add_stem(x, stem, filters, use_bias):
-    """The stem: "imagenet" = 7x7/2 conv + 3x3/2 max-pool (downsamples 4x), "small" = 3x3/1
-    conv (1x), "small_pool" = 3x3/1 conv + 2x2/2 max-pool (2x); layers `conv1_*` and `pool1_*`.
-
-    Args:
-        x: [batch, H, W, 3] preprocessed image.
-        stem: one of STEMS.
-        filters: conv1 channels.
-        use_bias: conv1 bias.
-
-    Returns:
-        [batch, H / s, W / s, filters] tensor, s the stem's downsampling (rounded up).
-    """
-    if stem == "imagenet":
-        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = conv_bn(x, filters, 7, 2, use_bias=use_bias, padding="valid", name="conv1")
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    x = conv_bn(x, filters, 3, use_bias=use_bias, name="conv1")
-    if stem == "small_pool":
-        x = layers.MaxPooling2D(2, name="pool1_pool")(x)
-    return x
 
 
 def ResNet(
@@ -135,7 +111,7 @@ def ResNet(
     image = make_input(input_tensor, input_shape, include_top, stem)
     use_bias = USE_BIAS[block]
     x = add_preprocessing(image, preprocessing)
-    x = add_stem(x, stem, scale_filters(STEM_FILTERS, width), use_bias)
+    x = add_stem(x, stem, scale_filters(STEM_FILTERS, width), use_bias, pool_name="pool1_pool")
     for index, (filters, count) in enumerate(zip(STAGE_FILTERS, blocks, strict=True)):
         x = stack_blocks(
             x,

@@ -22,7 +22,6 @@ folder inside `out_dir` and moved into place with os.replace (a rename on the sa
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import warnings
@@ -34,6 +33,7 @@ import tensorflow as tf
 from idenprof.class_index import write_class_index
 from idenprof.data.graph_imaging import decode_resized
 from idenprof.errors import ConfigError
+from idenprof.files import move_into_place
 from idenprof.run_folder import (
     BYTES_SIGNATURE,
     CLASS_INDEX_FILENAME,
@@ -92,7 +92,8 @@ def export_model(
                 staged.write_bytes(onnx_bytes(model))
             else:
                 staged.write_bytes(tflite_bytes(model, staging, float16_weights=tflite_float16))
-            written[fmt] = move_into_place(staged, out_dir / EXPORT_FILENAMES[fmt], staging)
+            name = EXPORT_FILENAMES[fmt]
+            written[fmt] = move_into_place(staged, out_dir / name, staging / f"old-{name}")
         written["class_index"] = write_class_index(class_names, out_dir / CLASS_INDEX_FILENAME)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -207,12 +208,3 @@ def onnx_bytes(model: keras.Model) -> bytes:
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"  # tf2onnx names it unk__123
     return proto.SerializeToString()
-
-
-def move_into_place(staged: Path, final: Path, staging: Path) -> Path:
-    """Rename `staged` to `final`. A folder that already exists is first moved aside into
-    `staging` (renaming onto a non-empty folder fails), so `final` is never half-written."""
-    if final.is_dir():
-        os.replace(final, staging / f"old-{final.name}")
-    os.replace(staged, final)
-    return final

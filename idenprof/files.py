@@ -77,3 +77,14 @@ def write_text_atomically(text: str, path: Path) -> Path:
 def write_json_atomically(data, path: Path) -> Path:
     """`data` as indented JSON (with a final newline) at `path`, atomically."""
     return write_text_atomically(json.dumps(data, indent=2) + "\n", path)
+
+
+def move_into_place(staged: Path, final: Path, aside: Path) -> Path:
+    """Rename `staged` (a file or a folder) to `final`. A folder already at `final` is first
+    renamed to `aside` (renaming onto a non-empty folder fails), so `final` is never half-written;
+    the caller deletes `aside`."""
+    final = Path(final)
+    if final.is_dir():
+        os.replace(final, aside)
+    os.replace(staged, final)
+    return final

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from idenprof.errors import ConfigError, DatasetError, IdenprofError, ModelFileError
+from idenprof.files import move_into_place
 from idenprof.run_folder import CLASS_INDEX_FILENAME, EXPORT_FILENAMES, RunFolder
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "pretrained"
@@ -134,7 +135,9 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
         if size > SIZE_LIMIT_BYTES:
             raise IdenprofError(f"the packaged model is {size / 1e6:.1f} MB, over the "
                                 f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit; nothing was replaced")
-        swap_into_place(staging, out_dir)
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        move_into_place(staging, out_dir, old)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"test top-1 {report['top1']:.2%} (without train duplicates "
@@ -269,15 +272,6 @@ def find_provenance(saved: dict, config, git_commit: str | None) -> Provenance:
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-def swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename `staging` to `out_dir`, moving any previous folder aside first and deleting it."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def pct(value: float | None) -> str:

@@ -18,17 +18,18 @@ import numpy as np
 
 from idenprof.errors import IdenprofError
 from idenprof.export import save_model
-from idenprof.files import atomic_write, check_free_space, write_json_atomically
+from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
 from idenprof.run_folder import RunFolder
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.
 FREE_SPACE_MARGIN = 2**20
 
 
-def save_model_atomically(model: keras.Model, path: Path) -> None:
+def save_model_atomically(model: keras.Model, path: Path, writer: BackgroundWriter | None = None) -> None:
     """Save under a temporary name in the same folder, then rename: a crash never leaves a half
-    file under the final name. Disk-full becomes a one-line error."""
-    atomic_write(path, h5_safe(lambda tmp: save_model(model, tmp)))
+    file under the final name. Disk-full becomes a one-line error. With `writer`, the flush and
+    rename happen on it (see files.atomic_write)."""
+    atomic_write(path, h5_safe(lambda tmp: save_model(model, tmp)), writer=writer)
 
 
 def variables_bytes(variables) -> int:
@@ -82,14 +83,17 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     The best-so-far is read back from the files already in `run_dir`, so it survives a resume.
     The checkpoint a new best replaces is removed at the next epoch's start (or training's end),
     once ResumeState has committed the epoch: a kill before that commit leaves the previous best,
-    which the rerun (idenprof.resume.discard_uncommitted) keeps.
+    which the rerun (idenprof.resume.discard_uncommitted) keeps. With a `writer` (shared with
+    ResumeState), the files are flushed, renamed and removed on it, in that same order.
     """
 
-    def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True, to_saved=None):
+    def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True, to_saved=None,
+                 writer: BackgroundWriter | None = None):
         """`to_saved(model) -> model`, when given, makes what is saved from the training model
         (for example a copy with a fixed input size)."""
         super().__init__()
         self.to_saved = to_saved
+        self.writer = writer
         self.run = RunFolder(run_dir)
         self.monitor = monitor
         self.save_h5 = save_h5
@@ -105,9 +109,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         path = self.run.checkpoint_path(epoch + 1, float(value))
         model = self.to_saved(self.model) if self.to_saved else self.model
         check_free_space(path, (1 + self.save_h5) * variables_bytes(model.weights) + FREE_SPACE_MARGIN)
-        save_model_atomically(model, path)
+        save_model_atomically(model, path, self.writer)
         if self.save_h5:
-            save_model_atomically(model, path.with_suffix(".h5"))
+            save_model_atomically(model, path.with_suffix(".h5"), self.writer)
         previous = self.best_path
         self.best, self.best_path = round(float(value), 4), path
         if previous is not None and previous != path:
@@ -120,10 +124,17 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.remove_superseded()
 
     def remove_superseded(self):
-        for previous in self.superseded:
-            previous.unlink(missing_ok=True)
-            previous.with_suffix(".h5").unlink(missing_ok=True)
-        self.superseded = []
+        superseded, self.superseded = self.superseded, []
+
+        def remove():
+            for previous in superseded:
+                previous.unlink(missing_ok=True)
+                previous.with_suffix(".h5").unlink(missing_ok=True)
+
+        if self.writer is None:
+            remove()
+        elif superseded:
+            self.writer.submit(remove)
 
 
 class ResumeState(keras.callbacks.BackupAndRestore):
@@ -136,12 +147,17 @@ class ResumeState(keras.callbacks.BackupAndRestore):
     are written before the commit (idenprof.resume discards those of an uncommitted epoch). When
     training ends, it writes training_done.json before removing backup/, so a process killed
     during the evaluation or export reruns only those.
+
+    With a `writer`, the weights file is written now and everything after it (its flush and
+    rename, the commit, removing the previous state) is queued on the writer, after the epoch's
+    checkpoint; training's end waits for the queue before writing training_done.json.
     """
 
-    def __init__(self, run: RunFolder, start_time: float):
+    def __init__(self, run: RunFolder, start_time: float, writer: BackgroundWriter | None = None):
         super().__init__(str(run.backup_dir))
         self.run = run
         self.start_time = start_time
+        self.writer = writer
         self.epochs_done = 0
 
     def _load_model(self):
@@ -160,14 +176,24 @@ class ResumeState(keras.callbacks.BackupAndRestore):
         weights = self.run.backup_dir / f"epoch-{self._current_epoch:04d}.weights.h5"
         state = [*self.model.variables, *(self.model.optimizer.variables if self.model.optimizer else [])]
         check_free_space(weights, variables_bytes(state) + FREE_SPACE_MARGIN)
-        atomic_write(weights, h5_safe(self.model.save_weights), suffix=".weights.h5")
-        write_json_atomically({"epoch": self._current_epoch, "weights": weights.name}, self.run.resume_state_path)
-        self.epochs_done = self._current_epoch
-        for older in self.run.backup_dir.iterdir():
-            if older.name not in (weights.name, self.run.resume_state_path.name):
-                older.unlink(missing_ok=True)
+        atomic_write(weights, h5_safe(self.model.save_weights), suffix=".weights.h5", writer=self.writer)
+        epoch = self._current_epoch
+
+        def commit():
+            write_json_atomically({"epoch": epoch, "weights": weights.name}, self.run.resume_state_path)
+            for older in self.run.backup_dir.iterdir():
+                if older.name not in (weights.name, self.run.resume_state_path.name) and not older.name.startswith("."):
+                    older.unlink(missing_ok=True)
+
+        if self.writer is None:
+            commit()
+        else:
+            self.writer.submit(commit)
+        self.epochs_done = epoch
 
     def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.drain()
         done = {"epochs": self.epochs_done, "train_seconds": round(time.monotonic() - self.start_time, 1)}
         write_json_atomically(done, self.run.training_done_path)
         super().on_train_end(logs)
@@ -182,10 +208,11 @@ class StopOnNaN(keras.callbacks.Callback):
     (Keras' TerminateOnNaN would still end the epoch and save its state). The epoch is not
     committed: the best checkpoint and the resume state stay those of the last good epoch."""
 
-    def __init__(self, run: RunFolder, hint: str = ""):
+    def __init__(self, run: RunFolder, hint: str = "", writer: BackgroundWriter | None = None):
         super().__init__()
         self.run = run
         self.hint = hint
+        self.writer = writer
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -195,6 +222,8 @@ class StopOnNaN(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
+        if self.writer is not None:
+            self.writer.drain()  # the checkpoint named below must be on disk
         best = self.run.best_checkpoint()
         kept = f"the best checkpoint so far is {best.path}" if best else "no checkpoint was saved"
         raise TrainingDiverged(
@@ -222,8 +251,10 @@ class TimeBudget(keras.callbacks.Callback):
     """
 
     def __init__(self, budget_s: float, start_time: float, state_path: Path,
-                 peak_lr: float | None = None, warmup_steps: int = 0, clock=time.monotonic):
+                 peak_lr: float | None = None, warmup_steps: int = 0, clock=time.monotonic,
+                 writer: BackgroundWriter | None = None):
         super().__init__()
+        self.writer = writer
         self.budget_s = budget_s
         self.clock = clock
         self.state_path = Path(state_path)
@@ -261,7 +292,7 @@ class TimeBudget(keras.callbacks.Callback):
             self.validation_s = max(self.validation_s, self.clock() - self.test_start)
 
     def on_epoch_end(self, epoch, logs=None):
-        write_json_atomically({"elapsed_s": round(self.elapsed_s(), 3)}, self.state_path)
+        write_json_atomically({"elapsed_s": round(self.elapsed_s(), 3)}, self.state_path, writer=self.writer)
         if self.progress() >= 1.0:
             self.model.stop_training = True
 

@@ -18,7 +18,7 @@ import numpy as np
 from idenprof.class_index import write_class_index
 from idenprof.config import TrainConfig, size_notes
 from idenprof.errors import ConfigError, DatasetError, ModelFileError
-from idenprof.files import write_json_atomically
+from idenprof.files import BackgroundWriter, write_json_atomically
 from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
 from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
@@ -78,12 +78,14 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     prepare_for_multi_worker(model, strategy)
     whole_images = whole_image_flag(config)
     train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images)
-    callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log)
-
     weights = class_weights(train_data.labels, num_classes, config.class_weight, layout.class_names, log)
-    # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        class_weight=weights, verbose=1 if config.progress else 2, shuffle=False)
+    # The epochs' files are flushed and renamed on a background thread: a slow disk must not stop
+    # training (docs/BENCHMARKS.md, "CPU share"). Leaving the block waits for them.
+    with BackgroundWriter() as writer:
+        callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log, writer)
+        # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
+        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                            class_weight=weights, verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
     if not is_chief(tf_config):
@@ -396,15 +398,22 @@ def checkpoint_model_for(config: TrainConfig, num_classes: int):
     """`model -> model`: what a best checkpoint saves of the training model. The same weights in
     the network `build_network` makes (input `image_size` square, what inference reads; Keras'
     own batch-norm layers, what loads anywhere), computing in float32 whatever the training
-    precision: a checkpoint is a model to hand to other programs, like the exports."""
+    precision: a checkpoint is a model to hand to other programs, like the exports. The copy is
+    built at the first call and refilled with the current weights at each later one."""
     from idenprof.export import float32_copy
 
+    portable = None
+
     def portable_copy(model):
-        if config.trains_at_other_size() or config.fused_batch_norm:
-            portable = build_network(config, num_classes)
+        nonlocal portable
+        if portable is None:
+            if config.trains_at_other_size() or config.fused_batch_norm:
+                portable = float32_copy(build_network(config, num_classes))
+            else:
+                portable = float32_copy(model)
+        if portable is not model:
             portable.set_weights(model.get_weights())
-            model = portable
-        return float32_copy(model)
+        return portable
 
     return portable_copy
 
@@ -445,9 +454,9 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
     return train_ds, val_ds
 
 
-def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log) -> list:
+def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log, writer=None) -> list:
     """Divergence check, best checkpoint, logs, time budget, the whole-image phase and, last,
-    the resume state."""
+    the resume state. `writer` (a files.BackgroundWriter) finishes their files in order."""
     import keras
 
     from idenprof.callbacks import (
@@ -463,8 +472,8 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
 
     callbacks = [
         LearningRateLogger(),
-        StopOnNaN(run, hint=f"lower --lr (now {config.lr:g})"),
-        BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes)),
+        StopOnNaN(run, hint=f"lower --lr (now {config.lr:g})", writer=writer),
+        BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes), writer=writer),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False),
         EpochTimeEstimate(steps, log=log),
@@ -475,7 +484,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
         budget = TimeBudget(
             config.time_budget_min * 60, start, run.time_budget_path,
             peak_lr=config.lr if fitted else None,
-            warmup_steps=int(round(config.warmup_epochs * steps)),
+            warmup_steps=int(round(config.warmup_epochs * steps)), writer=writer,
         )
         callbacks.append(budget)
     if whole_images is not None:
@@ -483,7 +492,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
                                          progress=budget.progress if budget else None))
     if config.patience:
         callbacks.append(Patience(config.patience, run.metrics_csv, log=log))
-    callbacks.append(ResumeState(run, start))  # last: its save commits the epoch (see idenprof.resume)
+    callbacks.append(ResumeState(run, start, writer))  # last: its save commits the epoch (see idenprof.resume)
     return callbacks
 
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from archive_subsets import REPO_ROOT
 from train_helpers import train_env
 
@@ -45,6 +46,45 @@ def test_train_throughput_bench_compares_with_keras_applications(tmp_path):
     expected = float(rates["ours ResNet-50 as train.py configures it (float32, xla off)"]) / float(
         rates["keras.applications.ResNet50 float32"])
     assert abs(ratio - expected) < 0.01 + 0.01 * expected
+
+
+def test_train_throughput_anchor_only_times_keras_applications_alone(tmp_path):
+    result = run_bench("train_throughput.py", "--anchor-only", "--image-size", 32, "--batch-size", 2,
+                       "--steps", 2, "--rounds", 1, "--warmup-steps", 1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = dict(re.findall(r"^(.+): ([0-9.]+) images/s \(median of 2 steps\)$", result.stdout, re.M))
+    assert list(rates) == ["keras.applications.ResNet50 float32"], result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"anchor: {rates['keras.applications.ResNet50 float32']} images/s", result.stdout
+
+
+def test_cpu_share_measures_a_busy_and_an_idle_command(tmp_path):
+    """Two busy threads for about 2 s, then 2 s of sleep: the share lands between one and two
+    cores, and the sleep shows as seconds near zero."""
+    busy_then_idle = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    end = time.monotonic() + 2.0\n"
+        "    while time.monotonic() < end: pass\n"
+        "threads = [threading.Thread(target=spin) for _ in range(2)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print('spun', flush=True); time.sleep(2.5); print('slept')\n"
+    )
+    out = tmp_path / "share"
+    result = run_bench("cpu_share.py", "--out", out, "--interval", 0.5, "--", sys.executable, "-c", busy_then_idle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 0
+    # Python threads share one GIL: the spin uses about one core, then nothing for 2.5 s.
+    assert 20 < summary["cpu_percent"] < 90, summary
+    assert summary["seconds_near_zero"] >= 1.5, summary
+    assert summary["cpu_seconds"] == pytest.approx(2.0, abs=0.8)
+    log = (out / "output.log").read_text().splitlines()
+    assert [line.split()[-1] for line in log] == ["spun", "slept"]
+    assert float(log[1].split()[0]) - float(log[0].split()[0]) >= 2.0  # unbuffered: true times
+    assert (out / "timeline.csv").read_text().startswith("seconds,cpu_percent,iowait_percent")
 
 
 def test_accuracy_plot_draws_run_folders_and_recorded_runs(tmp_path):

@@ -84,7 +84,9 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     with BackgroundWriter() as writer:
         callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log, writer)
         # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
+        # steps_per_epoch: the tf.data input repeats (make_inputs), the generator ends each epoch.
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                            steps_per_epoch=steps if config.loader == "tfdata" else None,
                             class_weight=weights, verbose=1 if config.progress else 2, shuffle=False)
     train_seconds = time.monotonic() - start
     epochs_run = len(history.history.get("loss", []))
@@ -429,7 +431,8 @@ def whole_image_flag(config: TrainConfig):
 
 
 def make_inputs(config, train_data, val_data, class_names, train_samples, whole_images=None):
-    """(training, validation) datasets; `whole_images` is the flag of data.batches.make_dataset."""
+    """(training, validation) datasets; `whole_images` is the flag of data.batches.make_dataset.
+    The tf.data training input repeats without end: `fit` needs `steps_per_epoch`."""
     from idenprof.data.augment import AugmentConfig
     from idenprof.data.batches import make_dataset
     from idenprof.data.generator import make_generator
@@ -450,7 +453,7 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
         output_size=config.train_image_size if config.trains_at_other_size() else None,
     )
     train_ds = make_dataset(train_data, n, batch_size=config.batch_size, training=True,
-                            augment=augment, seed=config.seed, whole_images=whole_images)
+                            augment=augment, seed=config.seed, whole_images=whole_images, repeat=True)
     return train_ds, val_ds
 
 

@@ -407,3 +407,45 @@ def test_whole_image_flag_switches_training_batches_to_whole_images_at_the_decod
     (images, labels), = batches(switching, 1)
     np.testing.assert_array_equal(labels, plain_labels)
     np.testing.assert_array_equal(images, plain_images)  # whole images: no crop, no resize
+
+
+def test_a_repeating_training_dataset_gives_each_image_once_per_epoch_reshuffled(decoded):
+    steps = 80 // 16
+    dataset = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=4, repeat=True,
+                           augment=AugmentConfig(flip=False))
+    got = batches(dataset, 3 * steps)  # one iterator, three epochs
+    epochs = [[image_key(image) for images, _ in got[e * steps:(e + 1) * steps] for image in images]
+              for e in range(3)]
+    for keys in epochs:
+        assert len(set(keys)) == len(keys) == steps * 16  # no image twice within an epoch
+    assert epochs[0] != epochs[1] != epochs[2]  # reshuffled at each pass
+    once = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=4, augment=AugmentConfig(flip=False))
+    assert [image_key(image) for images, _ in batches(once) for image in images] == epochs[0]
+
+
+def test_fit_with_steps_per_epoch_keeps_one_iterator_of_a_repeating_dataset(decoded, monkeypatch):
+    """Keras makes a new iterator per epoch of a finite dataset (and drops the old one half-read);
+    train.py's repeating input with steps_per_epoch makes one for the whole run."""
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator as EpochIterator
+
+    made = []
+    original = EpochIterator._get_iterator
+
+    def counting(self):
+        made.append(1)
+        return original(self)
+
+    monkeypatch.setattr(EpochIterator, "_get_iterator", counting)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+
+    def iterators_made(**inputs):
+        made.clear()
+        model.fit(epochs=4, verbose=0, shuffle=False, **inputs)
+        return len(made)
+
+    finite = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=1)
+    repeating = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=1, repeat=True)
+    assert iterators_made(x=finite) >= 4
+    assert iterators_made(x=repeating, steps_per_epoch=80 // 16) == 1

@@ -31,6 +31,7 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     whole_images: tf.Variable | None = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of decoded images for `model.fit` / `evaluate` / `predict`.
 
@@ -49,6 +50,11 @@ def make_dataset(
             at the decoded size with flips only (`augment.flip`), whatever else `augment` says.
             Flipping it during `fit` switches the batches that follow (see
             callbacks.WholeImagePhase).
+        repeat: training only: epoch after epoch without end, each reshuffled (fit then needs
+            `steps_per_epoch`). One iterator then serves the whole run: Keras makes a new one
+            per epoch for a finite dataset and drops the old one half-read, and tearing down a
+            running pipeline stalled whole runs here for about 30 s at a time
+            (docs/BENCHMARKS.md, "CPU share").
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]);
@@ -83,6 +89,8 @@ def make_dataset(
             lambda: augment_batch(images, one_hot, batch_seed, augment),
         )
 
+    if training and repeat:
+        batches = batches.repeat()
     if training and augment is not None:
         # One fresh [2] seed per batch, different every epoch but fixed by `seed`: stateless ops
         # stay deterministic even with parallel map calls.

@@ -141,8 +141,9 @@ def train_network(network: Network, config, data, plan, log):
     ends = []
     timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(time.monotonic()))
     start = time.monotonic()
+    # The training input repeats (one iterator for the whole run): steps_per_epoch ends each epoch.
     history = training_model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[timer],
-                                 verbose=1 if config.progress else 0, shuffle=False).history
+                                 steps_per_epoch=steps, verbose=1 if config.progress else 0, shuffle=False).history
     minutes = (time.monotonic() - start) / 60
     test_ds = make_dataset(test_data, len(class_names), batch_size=config.batch_size, training=False)
     test_accuracy = training_model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"]

@@ -19,3 +19,10 @@ class ModelFileError(IdenprofError):
 
 class ConfigError(IdenprofError):
     """A flag or setting has a value that cannot work."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of `error`'s message (at most `limit` characters), or its type's name when
+    the message is empty: for quoting a library's error inside our own one-line message."""
+    text = str(error).strip().splitlines()
+    return text[0][:limit] if text else type(error).__name__

@@ -23,7 +23,7 @@ import numpy as np
 
 from idenprof.class_index import read_class_index
 from idenprof.data.imaging import is_image_filename, load_image_rgb
-from idenprof.errors import ConfigError, IdenprofError, ModelFileError
+from idenprof.errors import ConfigError, IdenprofError, ModelFileError, one_line
 from idenprof.run_folder import (
     CLASS_INDEX_FILENAME,
     OUTPUT_KEY,
@@ -272,11 +272,6 @@ def only_entry(named: dict, kind: str, path: Path):
             f"{path}: expected one {kind} in signature {PIXELS_SIGNATURE}, found {sorted(named)}"
         )
     return next(iter(named.items()))
-
-
-def one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)

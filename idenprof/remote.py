@@ -4,6 +4,7 @@ check, then decoded like any file (idenprof.data.imaging)."""
 from __future__ import annotations
 
 from idenprof.data.imaging import ImageError
+from idenprof.errors import one_line
 
 URL_PREFIXES = ("http://", "https://")
 FETCH_TIMEOUT_S = 15.0  # connect and per-read
@@ -41,5 +42,4 @@ def fetch_image(url: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = M
                 chunks.append(chunk)
             return b"".join(chunks)
     except requests.RequestException as e:
-        reason = type(e).__name__ if not str(e) else str(e).splitlines()[0][:200]
-        raise ImageError(f"{url}: cannot fetch it ({reason})") from None
+        raise ImageError(f"{url}: cannot fetch it ({one_line(e)})") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from idenprof.errors import DownloadError
+from idenprof.errors import DownloadError, one_line
 
 # From keras/src/applications/resnet.py: where keras.applications' weights live and their hashes.
 IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -46,7 +46,7 @@ def fetch_imagenet_weights(
         )
     except Exception as e:  # get_file wraps every network and hash failure in a plain Exception
         raise DownloadError(
-            f"could not fetch ImageNet weights from {url} ({str(e).splitlines()[0]}); "
+            f"could not fetch ImageNet weights from {url} ({one_line(e)}); "
             f"download {filename} yourself and pass --weights-origin /path/to/{filename}"
         ) from None
     return Path(path)
@@ -80,6 +80,6 @@ def load_imagenet_weights(model, config, cache_dir: str | None = None) -> None:
         base.load_weights(str(weights_path))
     except Exception as e:  # a wrong or damaged file: Keras raises ValueError/OSError/KeyError
         raise DownloadError(
-            f"{weights_path} does not hold {config.model} ImageNet weights ({str(e).splitlines()[0]}); "
+            f"{weights_path} does not hold {config.model} ImageNet weights ({one_line(e)}); "
             "delete it and run again, or pass the right file with --weights-origin"
         ) from None

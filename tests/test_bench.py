@@ -48,6 +48,7 @@ def test_train_throughput_bench_compares_with_keras_applications(tmp_path):
     assert abs(ratio - expected) < 0.01 + 0.01 * expected
 
 
+@pytest.mark.slow  # the same script and model as the test above, without the contenders
 def test_train_throughput_anchor_only_times_keras_applications_alone(tmp_path):
     result = run_bench("train_throughput.py", "--anchor-only", "--image-size", 32, "--batch-size", 2,
                        "--steps", 2, "--rounds", 1, "--warmup-steps", 1)

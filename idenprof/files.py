@@ -12,6 +12,7 @@ must not wait with it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -83,36 +84,27 @@ def _flush_and_rename(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
-class _disk_full_named:
-    """Turn a disk-full OSError into an IdenprofError naming `path`."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, OSError) and is_disk_full(error):
+@contextlib.contextmanager
+def _disk_full_named(path: Path):
+    """Turn a disk-full OSError raised in the block into an IdenprofError naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if is_disk_full(e):
             raise IdenprofError(
-                f"disk full while saving {self.path}; free some space and run the same command to resume"
+                f"disk full while saving {path}; free some space and run the same command to resume"
             ) from None
-        return False
+        raise
 
 
-class _removed_on_failure:
+@contextlib.contextmanager
+def _removed_on_failure(tmp: Path):
     """Remove `tmp` when the block raises."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if error is not None:
-            self.tmp.unlink(missing_ok=True)
-        return False
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class BackgroundWriter:

@@ -137,6 +137,32 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.writer.submit(remove)
 
 
+class ValidationRecord(keras.callbacks.Callback):
+    """Record the hold-out's class probabilities after every epoch, from the weights a checkpoint
+    of that epoch would hold (`to_saved`, as for BestModelCheckpoint), so that checkpoint rules
+    can be compared afterwards (bench/checkpoint_rule.py). Writes the run folder's validation/:
+    labels.npy (int [images]) once, then epoch-EEEE.npy (float16 [images, classes]) per epoch.
+    Costs one prediction pass over the hold-out per epoch. Put it before ResumeState, which
+    commits the epoch (idenprof.resume discards an uncommitted epoch's file).
+    """
+
+    def __init__(self, run: RunFolder, images, labels, to_saved, batch_size: int,
+                 writer: BackgroundWriter | None = None):
+        super().__init__()
+        self.run, self.images, self.labels = run, images, np.asarray(labels)
+        self.to_saved, self.batch_size, self.writer = to_saved, batch_size, writer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.validation_dir.mkdir(exist_ok=True)
+        labels_path = self.run.validation_dir / "labels.npy"
+        if not labels_path.is_file():
+            atomic_write(labels_path, lambda tmp: np.save(tmp, self.labels), suffix=".npy")
+        model = self.to_saved(self.model)
+        probs = model.predict(self.images, batch_size=self.batch_size, verbose=0).astype(np.float16)
+        atomic_write(self.run.validation_path(epoch + 1), lambda tmp: np.save(tmp, probs), suffix=".npy",
+                     writer=self.writer)
+
+
 class ResumeState(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (resume from the last finished epoch), with a state that a kill or
     a full disk at any moment leaves loadable.

@@ -43,6 +43,7 @@ class TrainConfig:
     width: float = 1.0
     stem: str = "imagenet"
     zero_init_residual: bool = False
+    stochastic_depth: float = 0.0  # ResNets: drop probability of the last residual branch in training
     # Optimisation (the original: Adam 1e-3, /10 after epochs 80, 120, 160, 180; 200 epochs)
     epochs: int = 200
     batch_size: int = 32
@@ -57,14 +58,17 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weight: str | None = None  # "balanced": weight each class's loss by total / (classes x its count)
     patience: int | None = None  # stop when validation accuracy has not improved for this many epochs
+    ema_momentum: float | None = None  # average the weights per step; validation and checkpoints use the average
     # Augmentation (the original: horizontal flips)
     flip: bool = True
     crop_scale: list[float] | None = None  # random-resized-crop area range, e.g. [0.35, 1.0]
     shift: float = 0.0
     rotation: float = 0.0
+    color_jitter: float = 0.0  # brightness, contrast and saturation factors in [1 - s, 1 + s] per image
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     tta: bool = False  # evaluate with the mean of the image and its mirror
+    record_validation: bool = False  # save the hold-out's probabilities per epoch (checkpoint-rule study)
     # Machinery
     precision: str = "auto"
     xla: str = "auto"
@@ -212,11 +216,20 @@ def validate_config(c: TrainConfig) -> None:
     for name in ("warmup_epochs", "weight_decay", "momentum", "rotation", "mixup_alpha", "cutmix_alpha"):
         if getattr(c, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(c, name)}")
+    if c.ema_momentum is not None and not 0.0 < c.ema_momentum < 1.0:
+        raise ConfigError(f"--ema-momentum is the weight of the old average per step, in (0, 1), e.g. 0.999; "
+                          f"got {c.ema_momentum}")
+    if not 0.0 <= c.color_jitter < 1.0:
+        raise ConfigError(f"--color-jitter is the largest change of brightness, contrast and saturation, in [0, 1), "
+                          f"e.g. 0.3; got {c.color_jitter}")
+    if not 0.0 <= c.stochastic_depth < 1.0:
+        raise ConfigError(f"--stochastic-depth is a drop probability in [0, 1), e.g. 0.1; got {c.stochastic_depth}")
     if not 0.0 <= c.shift < 1.0:
         raise ConfigError(f"--shift is a fraction of the image side in [0, 1), got {c.shift}")
     if not 0.0 < c.lr_decay_factor <= 1.0:
         raise ConfigError(f"--lr-decay-factor must be in (0, 1], got {c.lr_decay_factor}")
     if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size
+                                    or c.color_jitter
                                     or c.whole_image_fraction):
         raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
                           "and --train-image-size / --whole-image-fraction")
@@ -239,10 +252,12 @@ def validate_dataset_choice(c: TrainConfig) -> None:
 def validate_model_choice(c: TrainConfig) -> None:
     """The model, stem, image sizes and starting weights fit together (models/ has the facts)."""
     from idenprof.weights import IMAGENET_NOTOP_MD5
-    from models import MODEL_BUILDERS, STEMS, minimum_input_size
+    from models import MODEL_BUILDERS, RESNET_SPECS, STEMS, minimum_input_size
 
     if c.model not in MODEL_BUILDERS:
         raise ConfigError(f"--model {c.model!r} is unknown; choose one of {', '.join(MODEL_BUILDERS)}")
+    if c.stochastic_depth and c.model not in RESNET_SPECS:
+        raise ConfigError(f"--stochastic-depth drops residual branches; {c.model} has none: choose a ResNet")
     if c.stem not in STEMS:
         raise ConfigError(f"--stem {c.stem!r} is unknown; choose one of {', '.join(STEMS)}")
     smallest = minimum_input_size(c.stem)

@@ -70,7 +70,7 @@ def discard_uncommitted(run: RunFolder) -> int:
     Temporaries (`files.TEMP_GLOB`) and export staging folders; backup weights resume.json does
     not name; checkpoints of epochs after the committed ones, and every committed checkpoint
     but the best; metrics.csv rows of uncommitted epochs, repeated headers and rows, a torn
-    last line.
+    last line; recorded validation probabilities of uncommitted epochs.
     """
     epochs = committed_epochs(run)
     for folder in (run.path, run.backup_dir, run.export_dir):
@@ -91,6 +91,9 @@ def discard_uncommitted(run: RunFolder) -> int:
             if checkpoint.epoch > epochs or checkpoint != committed[-1]:
                 checkpoint.path.unlink()
     keep_metrics_rows(run.metrics_csv, epochs)
+    for epoch, path in run.recorded_validation().items():
+        if epoch > epochs:
+            path.unlink()
     return epochs
 
 

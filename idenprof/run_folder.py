@@ -16,6 +16,8 @@
                                        resume.json, which names them (its rename commits an epoch)
       export/                          model.keras, model.h5, saved_model/, model.tflite, model.onnx,
                                        class_index.json
+      validation/                      with --record-validation: labels.npy and, per epoch,
+                                       epoch-EEEE.npy, the hold-out's class probabilities
 
 Training, inference and the tools read these names from here only. TensorFlow-free, so infer.py
 can find a model without importing it.
@@ -138,6 +140,23 @@ class RunFolder:
     @property
     def export_dir(self) -> Path:
         return self.path / EXPORT_DIRNAME
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.path / "validation"
+
+    def validation_path(self, epoch: int) -> Path:
+        """The hold-out's class probabilities after `epoch` (1-based): float16 [images, classes]."""
+        return self.validation_dir / f"epoch-{epoch:04d}.npy"
+
+    def recorded_validation(self) -> dict[int, Path]:
+        """{epoch: path} of the recorded epochs (see `validation_path`)."""
+        found = {}
+        for path in self.validation_dir.glob("epoch-*.npy") if self.validation_dir.is_dir() else []:
+            epoch = path.stem.removeprefix("epoch-")
+            if epoch.isdigit():
+                found[int(epoch)] = path
+        return dict(sorted(found.items()))
 
     @property
     def lock_path(self) -> Path:

@@ -82,7 +82,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     # The epochs' files are flushed and renamed on a background thread: a slow disk must not stop
     # training (docs/BENCHMARKS.md, "CPU share"). Leaving the block waits for them.
     with BackgroundWriter() as writer:
-        callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log, writer)
+        callbacks = make_callbacks(config, run, num_classes, steps, start, whole_images, log, writer, val_data)
         # shuffle=False: the tf.data pipeline shuffles (seeded) itself.
         # steps_per_epoch: the tf.data input repeats (make_inputs), the generator ends each epoch.
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
@@ -169,7 +169,10 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
     if run.config_path.exists():
         previous = json.loads(run.config_path.read_text()).get("config", {})
         ours = dataclasses.asdict(config)
-        changed = sorted(k for k in ours if k not in RESUMABLE_WITH_OTHER and previous.get(k) != ours[k])
+        # A setting newer than the run's config.json had its default value in that run.
+        defaults = dataclasses.asdict(TrainConfig())
+        changed = sorted(k for k in ours if k not in RESUMABLE_WITH_OTHER
+                         and previous.get(k, defaults[k]) != ours[k])
         if changed:
             raise ConfigError(
                 f"{run.path} holds an unfinished run with different settings ({', '.join(changed)}); "
@@ -327,14 +330,27 @@ def make_learning_rate(config: TrainConfig, steps_per_epoch: int, total_epochs: 
 def make_optimizer(config: TrainConfig, learning_rate):
     import keras
 
+    # use_ema: the optimizer keeps the average beside the weights it trains (see `averaged_weights`).
+    ema = dict(use_ema=True, ema_momentum=config.ema_momentum) if config.ema_momentum else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay, **ema)
     return keras.optimizers.SGD(
         learning_rate=learning_rate, momentum=config.momentum, nesterov=True,
-        weight_decay=config.weight_decay or None,
+        weight_decay=config.weight_decay or None, **ema,
     )
+
+
+def averaged_weights(model) -> list:
+    """`model.get_weights()` with each trained variable replaced by its exponential moving average
+    when the optimizer keeps one (`use_ema`); the other weights (batch-norm statistics) as they are."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under loss scaling
+    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+        return model.get_weights()
+    averages = {id(variable): average for variable, average in
+                zip(optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True)}
+    return [np.asarray(averages.get(id(w), w)) for w in model.weights]
 
 
 def build_network(config: TrainConfig, num_classes: int, image_size: int | None = None):
@@ -349,8 +365,8 @@ def build_network(config: TrainConfig, num_classes: int, image_size: int | None 
 
         return imagenet_classifier(config.model, num_classes, side)
     options = dict(width=config.width, stem=config.stem)
-    if config.model in RESNET_SPECS:  # only ResNets have residual branches to start at zero
-        options["zero_init_residual"] = config.zero_init_residual
+    if config.model in RESNET_SPECS:  # only ResNets have residual branches to start at zero or drop
+        options.update(zero_init_residual=config.zero_init_residual, stochastic_depth=config.stochastic_depth)
     try:
         return build_model(config.model, input_shape=(side, side, 3), classes=num_classes, **options)
     except ValueError as e:  # models/ says which option cannot work; the config checks catch most
@@ -397,11 +413,11 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
 
 
 def checkpoint_model_for(config: TrainConfig, num_classes: int):
-    """`model -> model`: what a best checkpoint saves of the training model. The same weights in
-    the network `build_network` makes (input `image_size` square, what inference reads; Keras'
-    own batch-norm layers, what loads anywhere), computing in float32 whatever the training
-    precision: a checkpoint is a model to hand to other programs, like the exports. The copy is
-    built at the first call and refilled with the current weights at each later one."""
+    """`model -> model`: what a best checkpoint saves of the training model. The same weights (their
+    moving average with `ema_momentum`) in the network `build_network` makes (input `image_size`
+    square, what inference reads; Keras' own batch-norm layers, what loads anywhere), computing in
+    float32 whatever the training precision: a checkpoint is a model to hand to other programs,
+    like the exports. The copy is built at the first call and refilled at each later one."""
     from idenprof.export import float32_copy
 
     portable = None
@@ -409,12 +425,12 @@ def checkpoint_model_for(config: TrainConfig, num_classes: int):
     def portable_copy(model):
         nonlocal portable
         if portable is None:
-            if config.trains_at_other_size() or config.fused_batch_norm:
+            if config.trains_at_other_size() or config.fused_batch_norm or config.ema_momentum:
                 portable = float32_copy(build_network(config, num_classes))
             else:
                 portable = float32_copy(model)
         if portable is not model:
-            portable.set_weights(model.get_weights())
+            portable.set_weights(averaged_weights(model))
         return portable
 
     return portable_copy
@@ -448,7 +464,7 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
         return train_ds, val_ds
     augment = AugmentConfig(
         flip=config.flip, crop_scale=tuple(config.crop_scale) if config.crop_scale else None,
-        shift=config.shift, rotation=config.rotation,
+        shift=config.shift, rotation=config.rotation, color_jitter=config.color_jitter,
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
         output_size=config.train_image_size if config.trains_at_other_size() else None,
     )
@@ -457,9 +473,11 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
     return train_ds, val_ds
 
 
-def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log, writer=None) -> list:
-    """Divergence check, best checkpoint, logs, time budget, the whole-image phase and, last,
-    the resume state. `writer` (a files.BackgroundWriter) finishes their files in order."""
+def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log, writer=None,
+                   val_data=None) -> list:
+    """Divergence check, best checkpoint (and with `record_validation`, the hold-out's
+    probabilities of `val_data`), logs, time budget, the whole-image phase and, last, the resume
+    state. `writer` (a files.BackgroundWriter) finishes their files in order."""
     import keras
 
     from idenprof.callbacks import (
@@ -470,13 +488,20 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
         ResumeState,
         StopOnNaN,
         TimeBudget,
+        ValidationRecord,
         WholeImagePhase,
     )
 
-    callbacks = [
+    # With weight averaging, validation (hence the checkpoint choice) sees the average; Keras swaps
+    # it in for each evaluation and back for training.
+    callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema_momentum else []
+    to_saved = checkpoint_model_for(config, num_classes)  # one portable copy for the checkpoint and the record
+    callbacks += [
         LearningRateLogger(),
         StopOnNaN(run, hint=f"lower --lr (now {config.lr:g})", writer=writer),
-        BestModelCheckpoint(run.path, to_saved=checkpoint_model_for(config, num_classes), writer=writer),
+        BestModelCheckpoint(run.path, to_saved=to_saved, writer=writer),
+        *([ValidationRecord(run, val_data.images, val_data.labels, to_saved, config.batch_size, writer)]
+          if config.record_validation and val_data is not None else []),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False),
         EpochTimeEstimate(steps, log=log),

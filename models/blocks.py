@@ -130,9 +130,21 @@ def shortcut_branch(x, out_channels, stride, shortcut, use_bias, name):
     return x
 
 
-def merge(x, shortcut, name):
-    """Add the shortcut (unless plain) and apply the block's final ReLU `{name}_out`."""
+def merge(x, shortcut, name, drop_rate=0.0):
+    """Add the shortcut (unless plain) and apply the block's final ReLU `{name}_out`.
+
+    `drop_rate` > 0: stochastic depth (Huang et al. 2016). In training, each image's residual
+    branch is dropped with this probability (the block passes its shortcut alone) and kept ones
+    are scaled by 1 / (1 - drop_rate); at inference the branch is always kept, unscaled. It is
+    Keras' Dropout with one mask value per image (`{name}_drop`), so it has no weights and loads
+    anywhere.
+    """
     if shortcut is not None:
+        if drop_rate > 0:
+            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop")(x)
+            # Keras orders a model's layers (and so its weights) by depth: one layer on each path
+            # keeps the order of the same network without stochastic depth, so weights transfer.
+            shortcut = layers.Identity(name=f"{name}_0_identity")(shortcut)
         x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -146,6 +158,7 @@ def basic_block(
     use_bias=False,
     zero_init_residual=False,
     name=None,
+    drop_rate=0.0,
 ):
     """The two-layer block of ResNet-18/34: 3x3 conv (strided) then 3x3 conv, expansion 1.
 
@@ -158,6 +171,7 @@ def basic_block(
         use_bias: conv biases (torchvision's ResNet-18/34 have none).
         zero_init_residual: start the last batch norm at gamma=0, so the block starts as its shortcut.
         name: block label, e.g. "conv3_block1".
+        drop_rate: stochastic depth, the probability of dropping the residual branch in training.
 
     Returns:
         [batch, ceil(H / stride), ceil(W / stride), filters] tensor.
@@ -173,7 +187,7 @@ def basic_block(
         relu=False,
         name=f"{name}_2",
     )
-    return merge(x, short, name)
+    return merge(x, short, name, drop_rate)
 
 
 def bottleneck_block(
@@ -185,6 +199,7 @@ def bottleneck_block(
     use_bias=True,
     zero_init_residual=False,
     name=None,
+    drop_rate=0.0,
 ):
     """The bottleneck block of ResNet-50/101/152: 1x1 (strided) - 3x3 - 1x1 conv, expansion 4.
 
@@ -199,6 +214,7 @@ def bottleneck_block(
         use_bias: conv biases (keras.applications has them).
         zero_init_residual: start the last batch norm at gamma=0, so the block starts as its shortcut.
         name: block label, e.g. "conv3_block1".
+        drop_rate: stochastic depth, the probability of dropping the residual branch in training.
 
     Returns:
         [batch, ceil(H / stride), ceil(W / stride), 4 * filters] tensor.
@@ -215,7 +231,7 @@ def bottleneck_block(
         relu=False,
         name=f"{name}_3",
     )
-    return merge(x, short, name)
+    return merge(x, short, name, drop_rate)
 
 
 def identity_block(x, filters, kernel_size=3, use_bias=True, zero_init_residual=False, name=None):
@@ -267,6 +283,7 @@ def stack_blocks(
     width=1.0,
     use_bias=True,
     zero_init_residual=False,
+    drop_rates=None,
 ):
     """One stage: `blocks` blocks named `{name}_block1` ... `{name}_block{blocks}`.
 
@@ -281,11 +298,13 @@ def stack_blocks(
         plain: drop the shortcuts.
         width: multiplier of `filters`, rounded to an int.
         use_bias, zero_init_residual: passed to every block.
+        drop_rates: stochastic depth, one drop probability per block (default: none dropped).
 
     Returns:
         [batch, ceil(H / stride1), ceil(W / stride1), expansion * scaled filters] tensor.
     """
     block_fn = BLOCKS[block]
+    drop_rates = drop_rates or [0.0] * blocks
     for i in range(1, blocks + 1):
         x = block_fn(
             x,
@@ -295,6 +314,7 @@ def stack_blocks(
             use_bias=use_bias,
             zero_init_residual=zero_init_residual,
             name=f"{name}_block{i}",
+            drop_rate=drop_rates[i - 1],
         )
     return x
 

@@ -55,6 +55,7 @@ def DenseNet(
     compression=0.5,
     width=1.0,
     zero_init_residual=False,
+    stochastic_depth=0.0,
     preprocessing="torch",
 ):
     """Build a DenseNet from a row of DENSENET_SPECS.
@@ -74,8 +75,8 @@ def DenseNet(
         growth_rate: channels each dense layer adds, at width 1.
         compression: fraction of the channels each transition keeps, in (0, 1].
         width: multiplier of the growth rate and of the stem's filters (0.5: 16 and 32).
-        zero_init_residual: accepted so one set of options builds either family; DenseNet has
-            no residual branch, so only False works.
+        zero_init_residual, stochastic_depth: accepted so one set of options builds either
+            family; DenseNet has no residual branch, so only False and 0 work.
         preprocessing: "torch" (the default: pixels / 255 normalised by the ImageNet mean and
             std, what keras.applications' DenseNet weights expect, so a weights file trained
             there works here unchanged), "scale", "caffe" or None; see models.preprocessing.
@@ -94,11 +95,11 @@ def DenseNet(
         raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
     if not 0 < compression <= 1:
         raise ValueError(f"compression must be in (0, 1], got {compression!r}")
-    if zero_init_residual:
-        raise ValueError(
-            "zero_init_residual applies to ResNets' residual blocks; DenseNet has none: "
-            "leave it False"
-        )
+    for option, value in (("zero_init_residual", zero_init_residual), ("stochastic_depth", stochastic_depth)):
+        if value:
+            raise ValueError(
+                f"{option} applies to ResNets' residual blocks; DenseNet has none: leave it unset"
+            )
     check_preprocessing(preprocessing)
     check_weights(weights, "DenseNet")
 

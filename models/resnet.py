@@ -59,6 +59,7 @@ def ResNet(
     stem="imagenet",
     width=1.0,
     zero_init_residual=False,
+    stochastic_depth=0.0,
     preprocessing="scale",
 ):
     """Build a ResNet from a row of RESNET_SPECS.
@@ -82,6 +83,8 @@ def ResNet(
             or "small_pool" (3x3/1 conv + 2x2/2 max-pool).
         width: multiplier of every stage's filters and of the stem's (0.5: 32 instead of 64).
         zero_init_residual: last batch norm of each residual block starts at gamma=0.
+        stochastic_depth: in training, drop the last block's residual branch with this
+            probability, earlier blocks' with linearly less (Huang et al. 2016); 0: off.
         preprocessing: "scale" (x / 255), "caffe" (BGR minus ImageNet mean, what
             keras.applications' ResNet weights expect), "torch" or None;
             see models.preprocessing.
@@ -105,8 +108,15 @@ def ResNet(
     check_common_options(include_top, pooling, classes, width, stem)
     if plain and zero_init_residual:
         raise ValueError("zero_init_residual needs shortcuts: a plain block would output zeros")
+    if not 0.0 <= stochastic_depth < 1.0:
+        raise ValueError(f"stochastic_depth must be in [0, 1), got {stochastic_depth}")
+    if plain and stochastic_depth:
+        raise ValueError("stochastic_depth drops residual branches: a plain network has none")
     check_preprocessing(preprocessing)
     check_weights(weights, "ResNet")
+    # Block k of n (1-based, across stages) is dropped with probability k / n * stochastic_depth.
+    total = sum(blocks)
+    drop_rates = [stochastic_depth * (k + 1) / total for k in range(total)]
 
     image = make_input(input_tensor, input_shape, include_top, stem)
     use_bias = USE_BIAS[block]
@@ -126,6 +136,7 @@ def ResNet(
             width=width,
             use_bias=use_bias,
             zero_init_residual=zero_init_residual,
+            drop_rates=drop_rates[sum(blocks[:index]):sum(blocks[: index + 1])],
         )
     x = add_head(x, include_top, pooling, classes, classifier_activation)
     return make_model(image, input_tensor, x, weights, name)

@@ -181,9 +181,11 @@ def test_impossible_options_raise_value_error(options):
         DenseNet(**{"blocks": [1, 1, 1, 1], "input_shape": (32, 32, 3), **options})
 
 
-def test_zero_init_residual_message_says_what_to_do():
-    with pytest.raises(ValueError, match="DenseNet has none: leave it False"):
-        DenseNet121(zero_init_residual=True, **TINY)
+@pytest.mark.parametrize("option, value", [("zero_init_residual", True), ("stochastic_depth", 0.1)])
+def test_residual_options_message_says_what_to_do(option, value):
+    message = f"{option} applies to ResNets' residual blocks; DenseNet has none: leave it unset"
+    with pytest.raises(ValueError, match=message):
+        DenseNet121(**{option: value}, **TINY)
 
 
 def test_weights_of_other_options_raise_value_error_naming_the_file(tmp_path):

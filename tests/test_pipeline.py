@@ -156,6 +156,42 @@ def test_geometric_augmentation_changes_pixels_but_not_shapes(decoded, augment):
     assert (changed > 2.0).sum() >= 14
 
 
+def test_color_jitter_changes_each_image_by_its_own_factors_within_the_range(decoded):
+    from idenprof.data.augment import augment_batch
+
+    images = tf.constant(decoded.images[:16])
+    labels = tf.one_hot(decoded.labels[:16], NUM_CLASSES)
+    seed = tf.constant([3, 4], tf.int64)
+    plain, _ = augment_batch(images, labels, seed, AugmentConfig(flip=True))
+    jittered, same_labels = augment_batch(images, labels, seed, AugmentConfig(flip=True, color_jitter=0.4))
+    plain, jittered = plain.numpy(), jittered.numpy()
+    np.testing.assert_array_equal(same_labels, labels)
+    assert jittered.min() >= 0 and jittered.max() <= 255
+    # The flips are those of the run without jitter (its draw is folded in, not split off).
+    grey = lambda x: x @ np.array([0.2989, 0.587, 0.114], np.float32)  # noqa: E731
+    for mine, theirs in zip(grey(jittered), grey(plain), strict=True):
+        same = np.corrcoef(mine.ravel(), theirs.ravel())[0, 1]
+        assert same > 0.9 and same > np.corrcoef(mine.ravel(), theirs[:, ::-1].ravel())[0, 1]
+    # Brightness: each image's mean changes by its own factor, within about [0.6, 1.4] (clipping
+    # and the contrast/saturation steps move the mean a little).
+    ratios = grey(jittered).mean(axis=(1, 2)) / grey(plain).mean(axis=(1, 2))
+    assert ratios.min() > 0.5 and ratios.max() < 1.5 and ratios.std() > 0.05
+    # Saturation: the spread between channels changes, not only the brightness.
+    spread = lambda x: x.std(axis=-1).mean(axis=(1, 2))  # noqa: E731
+    assert not np.allclose(spread(jittered) / spread(plain), ratios, atol=0.05)
+    again, _ = augment_batch(images, labels, seed, AugmentConfig(flip=True, color_jitter=0.4))
+    np.testing.assert_array_equal(again.numpy(), jittered)  # seeded: the same batch again
+
+
+def test_color_jitter_is_refused_outside_zero_to_one_and_with_the_generator():
+    from idenprof.config import resolve_config
+
+    with pytest.raises(ConfigError, match=r"--color-jitter .* in \[0, 1\)"):
+        resolve_config(None, {"color_jitter": 1.0})
+    with pytest.raises(ConfigError, match="--loader generator supports flips only"):
+        resolve_config(None, {"color_jitter": 0.2, "loader": "generator"})
+
+
 def test_mixup_labels_are_convex_combinations_of_two_images(decoded):
     plain = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, seed=2)
     mixed = make_dataset(

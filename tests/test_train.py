@@ -113,6 +113,23 @@ def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_p
     assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "fused_batch_norm": False})) == run
 
 
+def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    import json
+
+    from idenprof.runtime import Environment, plan_runtime
+
+    started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
+    run = open_run_folder(started)
+    save_run_config(run, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
+    saved = json.loads(run.config_path.read_text())
+    for newer in ("stochastic_depth", "ema_momentum", "record_validation"):
+        del saved["config"][newer]
+    run.config_path.write_text(json.dumps(saved))
+    assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path)})) == run
+    with pytest.raises(ConfigError, match=r"different settings \(stochastic_depth\)"):
+        open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "stochastic_depth": 0.1}))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

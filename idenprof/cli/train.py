@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--width", "filter-count multiplier for every stage", type=float)
     add(g, "--stem", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool (3x3/1 + 2x2 max-pool)")
     add(g, "--zero-init-residual", "start each residual branch's last batch norm at zero", action="store_true")
+    add(g, "--stochastic-depth", "ResNets: in training, drop the last residual branch with this probability, "
+        "earlier ones with linearly less (0: off)", type=float)
 
     g = p.add_argument_group("optimisation")
     add(g, "--epochs", "training epochs", type=int)
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CLASS_WEIGHTS)
     add(g, "--patience", "stop when validation accuracy has not improved for N epochs (the best checkpoint is kept)",
         type=int)
+    add(g, "--ema-momentum", "keep an exponential moving average of the weights with this momentum per step "
+        "(e.g. 0.999); validation, the checkpoint and the exports use the average", type=float)
     add(g, "--time-budget-min", "end training when this many minutes (from the start) are spent; "
         "with --schedule cosine the schedule ends with the budget", type=float)
 
@@ -99,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--crop-scale", "random-resized-crop area range MIN,MAX, e.g. 0.35,1", type=floats)
     add(g, "--shift", "random shift, fraction of the image size", type=float)
     add(g, "--rotation", "random rotation, degrees", type=float)
+    add(g, "--color-jitter", "scale each image's brightness, contrast and saturation by random factors in "
+        "[1-S, 1+S] (0: off)", type=float)
     add(g, "--mixup-alpha", "mixup strength (0: off)", type=float)
     add(g, "--cutmix-alpha", "cutmix strength (0: off)", type=float)
     add(g, "--whole-image-fraction", "train the last FRACTION of the run (time or epochs) on whole images at "
@@ -114,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--no-fused-batch-norm", "train with Keras' own BatchNormalization instead of TensorFlow's fused "
         "kernel (slower; saved models use Keras' layer either way)", dest="fused_batch_norm", action="store_false")
     add(g, "--cpu-replicas", "split the CPU into N devices under MirroredStrategy (tests the multi-GPU path)", type=int)
+    add(g, "--record-validation", "save the hold-out's class probabilities after every epoch in the run's "
+        "validation/ (one extra prediction pass per epoch; for bench/checkpoint_rule.py)", action="store_true")
     add(g, "--run-dir", "output folder (default: runs/<preset or model>-<size>px-seed<seed>)")
     add(g, "--seed", "random seed for splits, initialisation, shuffling and augmentation", type=int)
     add(g, "--quiet", "no progress bars", dest="progress", action="store_false")

@@ -1,8 +1,10 @@
 """Random training augmentation of whole batches, seeded and stateless.
 
 `augment_batch` applies an `AugmentConfig` to one batch inside tf.data: flips, random-resized
-crops (Keras has no equivalent that keeps FixRes' output size), shifts and rotations, mixup and
-cutmix. Every draw comes from the batch's seed, so a seed fixes a run's augmentation.
+crops (Keras has no equivalent that keeps FixRes' output size), shifts and rotations, colour
+jitter, mixup and cutmix. Every draw comes from the batch's seed, so a seed fixes a run's
+augmentation. (Keras' RandAugment layer is not used: it draws its operations once per batch from
+a stateful generator, so runs would not repeat, and computes every operation to select some.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class AugmentConfig:
             3/4..4/3, resized back to S x S; None for no crop.
         shift: maximum translation in each direction, as a fraction of S.
         rotation: maximum rotation in degrees (either way).
+        color_jitter: scale each image's brightness, contrast and saturation by random factors
+            in [1 - color_jitter, 1 + color_jitter], drawn per image; 0 for none.
         mixup_alpha: Beta(alpha, alpha) mixup of image pairs and their labels; 0 for none.
         cutmix_alpha: Beta(alpha, alpha) cutmix; when both alphas are > 0, each batch uses one
             of the two, chosen at random.
@@ -35,6 +39,7 @@ class AugmentConfig:
     crop_scale: tuple[float, float] | None = None
     shift: float = 0.0
     rotation: float = 0.0
+    color_jitter: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     output_size: int | None = None
@@ -67,6 +72,10 @@ def augment_batch(images, labels, seed, config: AugmentConfig):
                                  antialias=True)
     if config.shift > 0 or config.rotation > 0:
         images = _random_shift_rotate(images, affine_seed, config.shift, config.rotation)
+    if config.color_jitter > 0:
+        # Folded from the batch seed, not split from it: the other draws stay those of runs
+        # without colour jitter.
+        images = _random_color(images, tf.random.experimental.stateless_fold_in(seed, 5), config.color_jitter)
     if config.mixup_alpha > 0 and config.cutmix_alpha > 0:
         choice_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(mix_seed, 2))
         return tf.cond(
@@ -139,6 +148,20 @@ def _random_shift_rotate(images, seed, shift, rotation_degrees):
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
+
+
+def _random_color(images, seed, strength):
+    """Scale brightness, then contrast (about the image's mean grey), then saturation (about each
+    pixel's grey) of each float image by factors drawn uniformly in [1 - strength, 1 + strength];
+    clipped to 0..255."""
+    factors = tf.random.stateless_uniform([3, tf.shape(images)[0], 1, 1, 1], seed, 1.0 - strength, 1.0 + strength)
+    images = images * factors[0]
+    grey = tf.image.rgb_to_grayscale(images)  # [B, H, W, 1]
+    mean = tf.reduce_mean(grey, axis=[1, 2, 3], keepdims=True)
+    images = (images - mean) * factors[1] + mean
+    grey = tf.image.rgb_to_grayscale(images)
+    images = grey + (images - grey) * factors[2]
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def _beta(seed, shape, alpha):

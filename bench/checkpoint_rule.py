@@ -14,10 +14,10 @@ hold-out: compare rules over several seeds.
 
     python bench/checkpoint_rule.py runs/cpu-s0 runs/cpu-s1 runs/cpu-s2 [--splits 500]
 
-Rules: best (the first epoch with the highest accuracy, what BestModelCheckpoint keeps), last
-(the last epoch), best-of-last-N (the best among the last N epochs). The printed table (markdown)
-gives, per run and averaged, each rule's mean accuracy on the unseen half and the epoch it picks
-on the whole hold-out.
+Rules: best (the first epoch with the highest accuracy: train.py's `--keep best`), last (the
+last epoch: `--keep last`), best-of-last-N (the best among the last N epochs). The printed table
+(markdown) gives, per run and averaged, each rule's mean accuracy on the unseen half and the
+epoch it picks on the whole hold-out.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 from idenprof.errors import IdenprofError
 from idenprof.export import save_model
 from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
-from idenprof.run_folder import RunFolder
+from idenprof.run_folder import KEEP_RULES, RunFolder
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.
 FREE_SPACE_MARGIN = 2**20
@@ -77,34 +77,38 @@ def close_h5_file(path: Path) -> None:
         sys.unraisablehook = hook
 
 
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Keep only the best model by `monitor`, as `model-eEEE-valA.AAAA.keras` (+ `.h5`).
+class CheckpointKeeper(keras.callbacks.Callback):
+    """Keep one checkpoint, `model-eEEE-valA.AAAA.keras` (+ `.h5`): with `keep="best"` the best
+    epoch by `monitor`, with `keep="last"` the latest epoch.
 
-    The best-so-far is read back from the files already in `run_dir`, so it survives a resume.
-    The checkpoint a new best replaces is removed at the next epoch's start (or training's end),
-    once ResumeState has committed the epoch: a kill before that commit leaves the previous best,
+    The kept checkpoint is read back from the files already in `run_dir`, so it survives a resume.
+    The checkpoint a newer one replaces is removed at the next epoch's start (or training's end),
+    once ResumeState has committed the epoch: a kill before that commit leaves the previous one,
     which the rerun (idenprof.resume.discard_uncommitted) keeps. With a `writer` (shared with
     ResumeState), the files are flushed, renamed and removed on it, in that same order.
     """
 
     def __init__(self, run_dir: Path, monitor: str = "val_accuracy", save_h5: bool = True, to_saved=None,
-                 writer: BackgroundWriter | None = None):
+                 writer: BackgroundWriter | None = None, keep: str = "best"):
         """`to_saved(model) -> model`, when given, makes what is saved from the training model
         (for example a copy with a fixed input size)."""
         super().__init__()
+        if keep not in KEEP_RULES:
+            raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
         self.to_saved = to_saved
         self.writer = writer
+        self.keep = keep
         self.run = RunFolder(run_dir)
         self.monitor = monitor
         self.save_h5 = save_h5
-        existing = self.run.best_checkpoint()
+        existing = self.run.kept_checkpoint(keep)
         self.best = existing.val_accuracy if existing else -1.0
         self.best_path = existing.path if existing else None
         self.superseded: list[Path] = []
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or round(float(value), 4) <= self.best:
+        if value is None or (self.keep == "best" and round(float(value), 4) <= self.best):
             return
         path = self.run.checkpoint_path(epoch + 1, float(value))
         model = self.to_saved(self.model) if self.to_saved else self.model
@@ -139,7 +143,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
 class ValidationRecord(keras.callbacks.Callback):
     """Record the hold-out's class probabilities after every epoch, from the weights a checkpoint
-    of that epoch would hold (`to_saved`, as for BestModelCheckpoint), so that checkpoint rules
+    of that epoch would hold (`to_saved`, as for CheckpointKeeper), so that checkpoint rules
     can be compared afterwards (bench/checkpoint_rule.py). Writes the run folder's validation/:
     labels.npy (int [images]) once, then epoch-EEEE.npy (float16 [images, classes]) per epoch.
     Costs one prediction pass over the hold-out per epoch. Put it before ResumeState, which
@@ -232,7 +236,7 @@ class TrainingDiverged(IdenprofError):
 class StopOnNaN(keras.callbacks.Callback):
     """End training with TrainingDiverged at the first batch whose loss is NaN or infinite
     (Keras' TerminateOnNaN would still end the epoch and save its state). The epoch is not
-    committed: the best checkpoint and the resume state stay those of the last good epoch."""
+    committed: the kept checkpoint and the resume state stay those of the last good epoch."""
 
     def __init__(self, run: RunFolder, hint: str = "", writer: BackgroundWriter | None = None):
         super().__init__()
@@ -250,8 +254,8 @@ class StopOnNaN(keras.callbacks.Callback):
             return
         if self.writer is not None:
             self.writer.drain()  # the checkpoint named below must be on disk
-        best = self.run.best_checkpoint()
-        kept = f"the best checkpoint so far is {best.path}" if best else "no checkpoint was saved"
+        best = self.run.kept_checkpoint()
+        kept = f"the checkpoint kept so far is {best.path}" if best else "no checkpoint was saved"
         raise TrainingDiverged(
             f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; {kept}; "
             f"{self.hint or 'lower --lr'} and train again with a new --run-dir"
@@ -383,7 +387,7 @@ class LearningRateLogger(keras.callbacks.Callback):
 class Patience(keras.callbacks.Callback):
     """Stop when `monitor` has not improved for `patience` epochs (early stopping that survives a
     resume: the epochs already in `history_csv`, Keras' CSVLogger file, count too). The best
-    checkpoint is BestModelCheckpoint's job; this only stops."""
+    checkpoint is CheckpointKeeper's job; this only stops."""
 
     def __init__(self, patience: int, history_csv: Path, monitor: str = "val_accuracy", log=print):
         super().__init__()

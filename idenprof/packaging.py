@@ -2,7 +2,7 @@
 
     python -m idenprof.packaging runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
 
-Reads the run's float32 export (export/model.keras; the best checkpoint when the run has no export
+Reads the run's float32 export (export/model.keras; the kept checkpoint when the run has no export
 yet), fits a temperature on the run's own hold-out split (idenprof.calibration), writes the
 calibrated model, evaluates it once on the test split (idenprof.evaluation) and writes the model
 card. The folder:
@@ -94,7 +94,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     for path, reason in holdout_data.skipped:
         log(f"skipped unreadable hold-out image {path}: {reason}")
     calibrated, calibration, logits = calibrate(model, holdout_data.images, holdout_data.labels)
-    best = run.best_checkpoint()
+    best = run.kept_checkpoint()
     if best and abs(calibration.holdout_accuracy - best.val_accuracy) > 0.02:
         # Training validated on the same images (in bfloat16 perhaps): a gap means another split.
         log(f"warning: hold-out accuracy {calibration.holdout_accuracy:.2%} differs from the run's "
@@ -167,13 +167,13 @@ def saved_train_config(saved: dict, run: RunFolder):
 
 
 def load_source_model(run: RunFolder):
-    """(float32 Keras model, description): export/model.keras, else the best checkpoint."""
+    """(float32 Keras model, description): export/model.keras, else the kept checkpoint."""
     import keras
 
     from idenprof.export import float32_copy
 
     exported = run.export_dir / EXPORT_FILENAMES["keras"]
-    best = run.best_checkpoint()
+    best = run.kept_checkpoint()
     path = exported if exported.is_file() else best.path if best else None
     if path is None:
         raise ModelFileError(f"{run.path} has no export/{EXPORT_FILENAMES['keras']} and no checkpoint")
@@ -183,7 +183,7 @@ def load_source_model(run: RunFolder):
         raise ModelFileError(f"{path}: cannot load as a Keras model ({e})") from None
     if path == exported:
         return model, f"{run.path.name}/export/{exported.name}"
-    return float32_copy(model), f"{run.path.name}/{path.name} (best checkpoint so far; the run had no export)"
+    return float32_copy(model), f"{run.path.name}/{path.name} (checkpoint kept so far; the run had no export)"
 
 
 def write_models(calibrated, class_names: list[str], folder: Path, log) -> bool:
@@ -306,7 +306,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
     runtime = saved.get("runtime", {})
     lines = ["# IdenProf profession classifier", ""]
     if not training_report:
-        lines += ["> **Interim model**: packaged from the best checkpoint so far of a run still "
+        lines += ["> **Interim model**: packaged from the checkpoint kept so far of a run still "
                   "training; the figures below are that checkpoint's, not the final model's.", ""]
     lines += [
         f"A {config.model} (width x{config.width}, {config.stem} stem) that takes one photo, resized whole "
@@ -363,12 +363,15 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"{runtime.get('precision', '?')}",
     ]
     if training_report:
+        epoch = training_report.get("best_epoch")  # the kept checkpoint's, whatever the rule
+        kept = (f"best checkpoint epoch {epoch}" if training_report.get("keep", "best") == "best"
+                else f"the last epoch ({epoch}) kept")
         lines.append(
             f"- training: {training_report.get('epochs_run')} epochs in "
-            f"{training_report.get('train_seconds', 0) / 60:.0f} min; best checkpoint epoch "
-            f"{training_report.get('best_epoch')} (hold-out accuracy {pct(training_report.get('best_val_accuracy'))})")
+            f"{training_report.get('train_seconds', 0) / 60:.0f} min; {kept} "
+            f"(hold-out accuracy {pct(training_report.get('best_val_accuracy'))})")
     else:
-        lines.append("- training: UNFINISHED when packaged (an interim model from the best checkpoint so far)")
+        lines.append("- training: UNFINISHED when packaged (an interim model from the checkpoint kept so far)")
     lines += [
         "",
         "## Data and splits",
@@ -376,7 +379,9 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"IdenProf: {train_count:,} training and {test_count:,} test photos, ten classes "
         f"({layout.counts('train')[0]} and {layout.counts('test')[0]} per class). "
         f"A stratified {config.val_fraction:.0%} of the training photos ({holdout_images} images, seed "
-        f"{config.seed}) is held out: it chose the best checkpoint and fitted the temperature. The "
+        f"{config.seed}) is held out: it "
+        f"{'chose the best checkpoint' if config.keep == 'best' else 'was measured after each epoch (the last was kept)'}"
+        " and fitted the temperature. The "
         f"rest ({train_count - holdout_images:,} photos) trained the model. The test split was used "
         f"once, for the figures below. {duplicate_tests} test photos are byte-identical to training "
         "photos; the de-duplicated figures leave them out.",

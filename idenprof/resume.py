@@ -8,7 +8,7 @@ a rerun.
 An epoch is committed when backup/resume.json is renamed into place (see
 idenprof.callbacks.ResumeState), after the epoch's checkpoint and metrics row were written. A
 process killed between those writes leaves files for an epoch that was never committed;
-`discard_uncommitted` removes them before training resumes, so the best checkpoint, metrics.csv
+`discard_uncommitted` removes them before training resumes, so the kept checkpoint, metrics.csv
 and the resume state always describe the same epochs. TensorFlow-free.
 """
 
@@ -69,8 +69,8 @@ def discard_uncommitted(run: RunFolder) -> int:
 
     Temporaries (`files.TEMP_GLOB`) and export staging folders; backup weights resume.json does
     not name; checkpoints of epochs after the committed ones, and every committed checkpoint
-    but the best; metrics.csv rows of uncommitted epochs, repeated headers and rows, a torn
-    last line; recorded validation probabilities of uncommitted epochs.
+    but the kept one (`RunFolder.keep`); metrics.csv rows of uncommitted epochs, repeated
+    headers and rows, a torn last line; recorded validation probabilities of uncommitted epochs.
     """
     epochs = committed_epochs(run)
     for folder in (run.path, run.backup_dir, run.export_dir):
@@ -86,9 +86,9 @@ def discard_uncommitted(run: RunFolder) -> int:
                 weights.unlink()
     for suffix in (".keras", ".h5"):
         checkpoints = run.checkpoints(suffix)
-        committed = [c for c in checkpoints if c.epoch <= epochs]
+        kept = run.kept_among([c for c in checkpoints if c.epoch <= epochs])
         for checkpoint in checkpoints:
-            if checkpoint.epoch > epochs or checkpoint != committed[-1]:
+            if checkpoint != kept:
                 checkpoint.path.unlink()
     keep_metrics_rows(run.metrics_csv, epochs)
     for epoch, path in run.recorded_validation().items():

@@ -3,9 +3,10 @@
     runs/<name>/
       config.json                      the resolved config and runtime plan
       class_index.json                 {"0": "chef", ...}: output position -> class name
-      model-eEEE-valA.AAAA.keras/.h5   the best checkpoint by validation accuracy
+      model-eEEE-valA.AAAA.keras/.h5   the kept checkpoint: the best by validation accuracy, or the
+                                       last epoch's (config `keep`)
       metrics.csv                      per-epoch metrics (Keras CSVLogger)
-      metrics.json                     test report of the best checkpoint; written last, so its
+      metrics.json                     test report of the kept checkpoint; written last, so its
                                        presence marks a finished run
       training_curves.png, confusion_matrix.png
       time_budget.json                 time spent so far, with --time-budget-min
@@ -25,6 +26,7 @@ can find a model without importing it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +59,7 @@ _CHECKPOINT_NAME = re.compile(r"^model-e(\d{3,})-val(\d+\.\d{4})\.(keras|h5)$")
 
 @dataclass(frozen=True, order=True)
 class Checkpoint:
-    """A best-model checkpoint file; orders by validation accuracy, then epoch."""
+    """A model checkpoint file; orders by validation accuracy, then epoch."""
 
     val_accuracy: float
     epoch: int  # 1-based
@@ -75,6 +77,17 @@ def parse_checkpoint_name(name: str) -> tuple[int, float, str] | None:
     if match is None:
         return None
     return int(match.group(1)), float(match.group(2)), "." + match.group(3)
+
+
+KEEP_RULES = ("best", "last")
+
+
+def kept_by_rule(checkpoints: list[Checkpoint], keep: str) -> Checkpoint | None:
+    """The checkpoint a run with `keep` ("best": validation accuracy, then epoch; "last": epoch)
+    keeps among `checkpoints`; None for an empty list."""
+    if not checkpoints:
+        return None
+    return max(checkpoints, key=lambda c: c.epoch) if keep == "last" else max(checkpoints)
 
 
 def exported_models_in(export_dir: Path) -> list[Path]:
@@ -177,6 +190,19 @@ class RunFolder:
     def checkpoint_path(self, epoch: int, val_accuracy: float, suffix: str = ".keras") -> Path:
         return self.path / checkpoint_name(epoch, val_accuracy, suffix)
 
+    @property
+    def keep(self) -> str:
+        """Which checkpoint the run keeps (its config's `keep`): "best" (validation accuracy) or
+        "last" (epoch). "best" for a folder without config.json or a run from before the setting."""
+        try:
+            return json.loads(self.config_path.read_text())["config"].get("keep", "best")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return "best"
+
+    def kept_among(self, checkpoints: list[Checkpoint]) -> Checkpoint | None:
+        """The one of `checkpoints` the run's `keep` rule keeps; None for an empty list."""
+        return kept_by_rule(checkpoints, self.keep)
+
     def checkpoints(self, suffix: str = ".keras") -> list[Checkpoint]:
         """The checkpoint files with `suffix` in the folder, best last."""
         found = []
@@ -187,12 +213,13 @@ class RunFolder:
                     found.append(Checkpoint(parsed[1], parsed[0], path))
         return sorted(found)
 
-    def best_checkpoint(self) -> Checkpoint | None:
-        """The best `.keras` checkpoint, else the best `.h5` one; None when there is none."""
+    def kept_checkpoint(self, keep: str | None = None) -> Checkpoint | None:
+        """The kept `.keras` checkpoint, else the kept `.h5` one, by the rule `keep` (default: the
+        run's, see `keep`); None when there is none."""
         for suffix in (".keras", ".h5"):
             found = self.checkpoints(suffix)
             if found:
-                return found[-1]
+                return kept_by_rule(found, keep or self.keep)
         return None
 
     def exported_models(self) -> list[Path]:
@@ -202,10 +229,10 @@ class RunFolder:
     def model_for_inference(self) -> Path | None:
         """The model infer.py uses for this run, or None when it holds no model.
 
-        The preferred export when export/ is at least as new as the best checkpoint (a resumed run
-        may have a newer checkpoint than its last export); otherwise the best checkpoint.
+        The preferred export when export/ is at least as new as the kept checkpoint (a resumed run
+        may have a newer checkpoint than its last export); otherwise the kept checkpoint.
         """
-        best = self.best_checkpoint()
+        best = self.kept_checkpoint()
         exported = self.exported_models()
         if exported and (best is None or exported[0].stat().st_mtime >= best.path.stat().st_mtime):
             return exported[0]

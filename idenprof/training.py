@@ -63,7 +63,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     if "val" in layout.samples and config.validate_on == "holdout":
         log(f"validation: the val/ folder ({len(val_samples)} images) instead of a hold-out of train/")
     if run.is_training_done():
-        log(f"training had finished in {run.path}: evaluating and exporting its best checkpoint")
+        log(f"training had finished in {run.path}: evaluating and exporting its kept checkpoint")
         done = json.loads(run.training_done_path.read_text())
         test_data = decode_split(config, layout, "test", test_samples, log)
         return finish_run(config, run, layout, test_data, done["train_seconds"], epochs_done, log)
@@ -92,7 +92,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     epochs_run = len(history.history.get("loss", []))
     if not is_chief(tf_config):
         log(f"worker finished {epochs_run} epoch(s); the chief writes the report and exports")
-        best = run.best_checkpoint()
+        best = run.kept_checkpoint()
         return TrainResult(run.path, best.path if best else None, None, epochs_run, train_seconds)
     return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log,
                       stop_reason=why_training_stopped(callbacks))
@@ -413,7 +413,7 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
 
 
 def checkpoint_model_for(config: TrainConfig, num_classes: int):
-    """`model -> model`: what a best checkpoint saves of the training model. The same weights (their
+    """`model -> model`: what a checkpoint saves of the training model. The same weights (their
     moving average with `ema_momentum`) in the network `build_network` makes (input `image_size`
     square, what inference reads; Keras' own batch-norm layers, what loads anywhere), computing in
     float32 whatever the training precision: a checkpoint is a model to hand to other programs,
@@ -475,13 +475,13 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
 
 def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_images, log, writer=None,
                    val_data=None) -> list:
-    """Divergence check, best checkpoint (and with `record_validation`, the hold-out's
+    """Divergence check, the kept checkpoint (and with `record_validation`, the hold-out's
     probabilities of `val_data`), logs, time budget, the whole-image phase and, last, the resume
     state. `writer` (a files.BackgroundWriter) finishes their files in order."""
     import keras
 
     from idenprof.callbacks import (
-        BestModelCheckpoint,
+        CheckpointKeeper,
         EpochTimeEstimate,
         LearningRateLogger,
         Patience,
@@ -499,7 +499,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     callbacks += [
         LearningRateLogger(),
         StopOnNaN(run, hint=f"lower --lr (now {config.lr:g})", writer=writer),
-        BestModelCheckpoint(run.path, to_saved=to_saved, writer=writer),
+        CheckpointKeeper(run.path, to_saved=to_saved, writer=writer, keep=config.keep),
         *([ValidationRecord(run, val_data.images, val_data.labels, to_saved, config.batch_size, writer)]
           if config.record_validation and val_data is not None else []),
         keras.callbacks.CSVLogger(str(run.metrics_csv), append=True),
@@ -525,14 +525,14 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
 
 
 def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_run, log, stop_reason=None):
-    """Evaluate the best checkpoint once on the test split, write the report and the exports."""
+    """Evaluate the kept checkpoint once on the test split, write the report and the exports."""
     import keras
 
     from idenprof.export import export_model
     from idenprof.inference import predict_views
     from idenprof.report import classification_metrics, plot_confusion_matrix, plot_training_curves
 
-    best = run.best_checkpoint()
+    best = run.kept_checkpoint()
     if best is None:
         raise DatasetError(f"training ended without a checkpoint in {run.path} (no validation accuracy was recorded)")
     model = keras.models.load_model(best.path, compile=False)
@@ -548,7 +548,8 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     metrics["top1_without_train_duplicates"] = classification_metrics(
         probs[keep], test_data.labels[keep], class_names)["top1"] if keep.any() else None
     metrics.update(
-        best_model=best.path.name, best_epoch=best.epoch, best_val_accuracy=best.val_accuracy,
+        # best_*: the kept checkpoint's (names from before --keep, which existing reports use).
+        best_model=best.path.name, best_epoch=best.epoch, best_val_accuracy=best.val_accuracy, keep=config.keep,
         epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta, stop_reason=stop_reason,
         evaluated_on="test" if config.validate_on == "holdout" else "test (also used for validation)",
     )
@@ -557,7 +558,8 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     export_model(model, run.export_dir, class_names)
     write_json_atomically(metrics, run.report_path)  # last: its presence marks a finished run
     log("")
-    log(f"best model: {best.path} (epoch {best.epoch}, validation accuracy {best.val_accuracy:.2%})")
+    rule = "the best on the hold-out" if config.keep == "best" else "the last epoch"
+    log(f"kept model ({rule}): {best.path} (epoch {best.epoch}, validation accuracy {best.val_accuracy:.2%})")
     log(f"test top-1: {metrics['top1']:.2%}   top-5: {metrics['top5']:.2%}   "
         f"({metrics['images']} test images, {train_seconds / 60:.1f} min)")
     log(f"report: {run.report_path}, {run.curves_png}, {run.confusion_png}")

@@ -1,13 +1,14 @@
-"""Checkpoint files: atomic saves, disk-full errors, and the best model surviving a resume."""
+"""Checkpoint files: atomic saves, disk-full errors, and the kept model (best or last) surviving a resume."""
 
 from __future__ import annotations
 
 import errno
+import json
 
 import keras
 import pytest
 
-from idenprof.callbacks import BestModelCheckpoint, save_model_atomically
+from idenprof.callbacks import CheckpointKeeper, save_model_atomically
 from idenprof.errors import IdenprofError
 from idenprof.run_folder import RunFolder
 
@@ -46,24 +47,55 @@ def test_an_interrupted_save_never_replaces_the_previous_best(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         save_model_atomically(model, tmp_path / "model-e002-val0.6000.keras")
     assert best.read_bytes() == before
-    assert RunFolder(tmp_path).best_checkpoint().path == best
+    assert RunFolder(tmp_path).kept_checkpoint().path == best
     keras.models.load_model(best)
 
 
 def test_best_checkpoint_keeps_only_the_best_and_remembers_it_after_a_restart(tmp_path):
     model = small_model()
-    callback = BestModelCheckpoint(tmp_path)
+    callback = CheckpointKeeper(tmp_path)
     callback.set_model(model)
     for epoch, accuracy in enumerate([0.4, 0.6, 0.5]):
         callback.on_epoch_begin(epoch)
         callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
     callback.on_train_end()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model-e002-val0.6000.h5", "model-e002-val0.6000.keras"]
-    restarted = BestModelCheckpoint(tmp_path)  # a resumed run reads the best so far from disk
+    restarted = CheckpointKeeper(tmp_path)  # a resumed run reads the best so far from disk
     restarted.set_model(model)
     restarted.on_epoch_end(3, {"val_accuracy": 0.55})
-    best = RunFolder(tmp_path).best_checkpoint()
+    best = RunFolder(tmp_path).kept_checkpoint()
     assert (best.epoch, best.val_accuracy) == (2, 0.6)
+
+
+def test_keep_last_keeps_the_latest_epoch_whatever_its_accuracy_and_after_a_restart(tmp_path):
+    model = small_model()
+    callback = CheckpointKeeper(tmp_path, save_h5=False, keep="last")
+    callback.set_model(model)
+    for epoch, accuracy in enumerate([0.4, 0.6, 0.5]):
+        callback.on_epoch_begin(epoch)
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    callback.on_train_end()
+    assert [p.name for p in tmp_path.iterdir()] == ["model-e003-val0.5000.keras"]
+    restarted = CheckpointKeeper(tmp_path, save_h5=False, keep="last")
+    restarted.set_model(model)
+    restarted.on_epoch_begin(3)
+    restarted.on_epoch_end(3, {"val_accuracy": 0.2})  # worse, and still kept: it is the latest
+    restarted.on_train_end()
+    assert [p.name for p in tmp_path.iterdir()] == ["model-e004-val0.2000.keras"]
+    with pytest.raises(ValueError, match="keep must be one of"):
+        CheckpointKeeper(tmp_path, keep="first")
+
+
+def test_the_run_folder_reads_its_rule_from_config_json_and_picks_by_it(tmp_path):
+    run = RunFolder(tmp_path)
+    for name in ("model-e002-val0.6000.keras", "model-e003-val0.5000.keras"):
+        (tmp_path / name).write_bytes(b"model")
+    assert run.keep == "best"  # no config.json: runs from before the setting kept the best
+    assert run.kept_checkpoint().epoch == 2
+    run.config_path.write_text(json.dumps({"config": {"keep": "last"}}))
+    assert run.keep == "last"
+    assert run.kept_checkpoint().epoch == 3
+    assert run.kept_checkpoint("best").epoch == 2  # an explicit rule wins
 
 
 def test_whole_image_phase_sets_the_flag_for_the_last_fraction_of_epochs_or_time():

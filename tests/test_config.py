@@ -51,6 +51,7 @@ def test_config_round_trips_as_json():
         ({"loader": "generator", "mixup_alpha": 0.2}, "--loader generator"),
         ({"precision": "float8"}, "--precision 'float8' is unknown"),
         ({"xla": "maybe"}, "--xla 'maybe' is unknown"),
+        ({"keep": "first"}, "--keep 'first' is unknown; choose one of best, last"),
         ({"val_fraction": float("nan")}, "--val-fraction must be a finite number"),
         ({"lr": float("nan")}, "--lr must be a finite number"),
         ({"lr": float("inf")}, "--lr must be a finite number"),
@@ -72,6 +73,12 @@ def test_cpu_long_is_the_cpu_recipe_at_a_larger_size_for_longer():
     differing = {k for k in cpu if cpu[k] != long[k]}
     assert differing == {"image_size", "train_image_size", "crop_scale", "epochs", "time_budget_min"}
     assert long["image_size"] > cpu["image_size"] and long["time_budget_min"] > cpu["time_budget_min"]
+
+
+def test_the_original_recipe_keeps_the_best_epoch_and_the_annealed_presets_the_last():
+    assert resolve_config(None, {}).keep == "best"  # the original code's ModelCheckpoint(save_best_only)
+    assert resolve_config("cpu", {}).keep == resolve_config("cpu-long", {}).keep == "last"
+    assert resolve_config("cpu", {"keep": "best"}).keep == "best"
 
 
 def test_unknown_preset():

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import idenprof.files as files
-from idenprof.callbacks import BestModelCheckpoint, ResumeState
+from idenprof.callbacks import CheckpointKeeper, ResumeState
 from idenprof.errors import IdenprofError
 from idenprof.files import TEMP_GLOB, BackgroundWriter, atomic_write, write_json_atomically
 from idenprof.run_folder import RunFolder
@@ -113,7 +113,7 @@ def test_an_epochs_checkpoint_and_commit_wait_for_the_disk_in_order(tmp_path, bl
     run = RunFolder(tmp_path)
     model = small_model()
     with BackgroundWriter() as writer:
-        best = BestModelCheckpoint(tmp_path, save_h5=False, writer=writer)
+        best = CheckpointKeeper(tmp_path, save_h5=False, writer=writer)
         state = ResumeState(run, time.monotonic(), writer)
         for callback in (best, state):
             callback.set_model(model)

@@ -112,7 +112,7 @@ def test_finished_run_uses_its_export_report_and_recorded_provenance(small_datas
     assert {p.name for p in out.iterdir()} == PACKAGE_FILES | {"training_metrics.json"}
     card = (out / "MODEL_CARD.md").read_text()
     assert "    python train.py --preset cpu\n" in card and f"`{'a' * 40}` (recorded in config.json)" in card
-    assert "Interim" not in card and "2 epochs in 1 min" in card
+    assert "Interim" not in card and "2 epochs in 1 min; best checkpoint epoch 2 (hold-out accuracy 10.00%)" in card
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrained", "run"]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from train_helpers import TINY, TRAIN_PY, metrics_rows, run_train, train_env
 
-from idenprof.callbacks import BestModelCheckpoint, ResumeState
+from idenprof.callbacks import CheckpointKeeper, ResumeState
 from idenprof.errors import ConfigError, IdenprofError
 from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
@@ -113,6 +113,15 @@ def test_files_of_an_uncommitted_epoch_are_discarded_and_the_committed_best_kept
     assert (run.backup_dir / "epoch-0002.weights.h5").is_file()
 
 
+def test_with_keep_last_the_latest_committed_checkpoint_survives_a_kill(tmp_path):
+    run = committed_run(tmp_path, 2)  # killed after epoch 2's commit, before epoch 1's file was removed
+    run.config_path.write_text(json.dumps({"config": {"keep": "last"}}))
+    for name in ("model-e001-val0.6000.keras", "model-e002-val0.4000.keras", "model-e003-val0.7000.keras"):
+        (tmp_path / name).write_bytes(b"model")
+    assert discard_uncommitted(run) == 2
+    assert sorted(p.name for p in tmp_path.glob("model-*")) == ["model-e002-val0.4000.keras"]
+
+
 def test_without_a_committed_epoch_nothing_of_the_killed_first_epoch_is_kept(tmp_path):
     run = RunFolder(tmp_path)
     (tmp_path / "model-e001-val0.4000.keras").write_bytes(b"model")
@@ -123,7 +132,7 @@ def test_without_a_committed_epoch_nothing_of_the_killed_first_epoch_is_kept(tmp
 
 def test_a_new_best_removes_the_previous_only_after_its_epoch_is_committed(tmp_path):
     model = small_model()
-    callback = BestModelCheckpoint(tmp_path, save_h5=False)
+    callback = CheckpointKeeper(tmp_path, save_h5=False)
     callback.set_model(model)
     callback.on_epoch_end(0, {"val_accuracy": 0.4})
     callback.on_epoch_begin(1)

@@ -250,5 +250,7 @@ def test_each_preset_runs_its_code_path_on_a_small_subset(preset, small_dataset,
     assert len(rates) == 2 and 0 < rates[1] < saved["lr"]  # warm-up, then the budget's cosine
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tta"] is True and "top1_without_tta" in metrics
-    [best] = run_dir.glob("model-e*.keras")
-    assert keras.models.load_model(best, compile=False).input_shape == (None, 32, 32, 3)
+    [kept] = run_dir.glob("model-e*.keras")  # the presets keep the last epoch, whatever its accuracy
+    assert kept.name.startswith("model-e002-") and metrics["keep"] == "last" and metrics["best_epoch"] == 2
+    assert "kept model (the last epoch)" in result.stdout + result.stderr
+    assert keras.models.load_model(kept, compile=False).input_shape == (None, 32, 32, 3)

@@ -15,6 +15,7 @@ import signal
 import sys
 
 from idenprof.config import CLASS_WEIGHTS, LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
+from idenprof.run_folder import KEEP_RULES
 from idenprof.data.catalog import DATASETS
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--label-smoothing", "label smoothing", type=float)
     add(g, "--class-weight", "balanced: weight each class's loss by its rarity (for imbalanced folders)",
         choices=CLASS_WEIGHTS)
-    add(g, "--patience", "stop when validation accuracy has not improved for N epochs (the best checkpoint is kept)",
-        type=int)
+    add(g, "--patience", "stop when validation accuracy has not improved for N epochs", type=int)
+    add(g, "--keep", "the checkpoint evaluated and exported: best (highest hold-out accuracy) or last (the "
+        "final epoch, for schedules that anneal to zero)", choices=KEEP_RULES)
     add(g, "--ema-momentum", "keep an exponential moving average of the weights with this momentum per step "
         "(e.g. 0.999); validation, the checkpoint and the exports use the average", type=float)
     add(g, "--time-budget-min", "end training when this many minutes (from the start) are spent; "

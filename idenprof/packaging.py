@@ -372,6 +372,8 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
             f"(hold-out accuracy {pct(training_report.get('best_val_accuracy'))})")
     else:
         lines.append("- training: UNFINISHED when packaged (an interim model from the checkpoint kept so far)")
+    holdout_role = ("chose the best checkpoint" if config.keep == "best"
+                    else "was measured after each epoch (the last was kept)")
     lines += [
         "",
         "## Data and splits",
@@ -379,9 +381,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"IdenProf: {train_count:,} training and {test_count:,} test photos, ten classes "
         f"({layout.counts('train')[0]} and {layout.counts('test')[0]} per class). "
         f"A stratified {config.val_fraction:.0%} of the training photos ({holdout_images} images, seed "
-        f"{config.seed}) is held out: it "
-        f"{'chose the best checkpoint' if config.keep == 'best' else 'was measured after each epoch (the last was kept)'}"
-        " and fitted the temperature. The "
+        f"{config.seed}) is held out: it {holdout_role} and fitted the temperature. The "
         f"rest ({train_count - holdout_images:,} photos) trained the model. The test split was used "
         f"once, for the figures below. {duplicate_tests} test photos are byte-identical to training "
         "photos; the de-duplicated figures leave them out.",

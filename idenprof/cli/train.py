@@ -15,8 +15,8 @@ import signal
 import sys
 
 from idenprof.config import CLASS_WEIGHTS, LOADERS, OPTIMIZERS, PRESETS, SCHEDULES, VALIDATE_ON, TrainConfig
-from idenprof.run_folder import KEEP_RULES
 from idenprof.data.catalog import DATASETS
+from idenprof.run_folder import KEEP_RULES
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
 DEFAULTS = TrainConfig()

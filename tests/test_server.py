@@ -18,6 +18,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from archive_subsets import REPO_ROOT
 from fastapi.testclient import TestClient
@@ -283,3 +284,25 @@ def test_requests_from_threads_share_one_model_safely(classifier, photos):
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_a_densenet_of_another_dataset_is_served_with_its_own_classes_and_heat_maps(tmp_path):
+    """The server takes whatever model and class names it is given: a DenseNet trained on
+    Fashion-MNIST answers a grayscale 28 px PNG with clothing classes and a heat map."""
+    import keras
+    from test_catalog import FASHION_NAMES
+
+    from idenprof.export import export_model
+    from models import DenseNet
+
+    keras.utils.set_random_seed(3)
+    network = DenseNet([1, 1, 1, 1], input_shape=(32, 32, 3), classes=len(FASHION_NAMES), stem="small", width=0.25)
+    export_model(network, tmp_path, FASHION_NAMES, formats=("keras",))
+    photo = io.BytesIO()
+    Image.fromarray(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28), mode="L").save(photo, format="PNG")
+    with TestClient(create_app(load(tmp_path / "model.keras"))) as dense_client:
+        assert dense_client.get("/healthz").json()["classes"] == FASHION_NAMES
+        answer = post_image(dense_client, photo.getvalue(), "?heatmap=true&top=10", filename="item.png").json()
+    assert sorted(p["class"] for p in answer["predictions"]) == sorted(FASHION_NAMES)
+    assert answer["heatmap_class"] == answer["predictions"][0]["class"]
+    assert decoded_heatmap(answer).size == (28, 28)

@@ -108,7 +108,7 @@ def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_p
     started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
     run = open_run_folder(started)
     save_run_config(run, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
-    with pytest.raises(ConfigError, match=r"unfinished run with different settings \(lr\)"):
+    with pytest.raises(ConfigError, match=r"unfinished run with different settings \(lr: 0.002 in the run, 0.01 now\)"):
         open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "lr": 1e-2}))
     assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "fused_batch_norm": False})) == run
 
@@ -126,8 +126,26 @@ def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_pat
         del saved["config"][newer]
     run.config_path.write_text(json.dumps(saved))
     assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path)})) == run
-    with pytest.raises(ConfigError, match=r"different settings \(stochastic_depth\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(stochastic_depth: 0.0 in the run, 0.1 now\)"):
         open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "stochastic_depth": 0.1}))
+
+
+def test_a_run_whose_preset_changed_since_says_which_value_resumes_it(tmp_path):
+    """A cpu run started before the preset kept the last epoch has no `keep` in config.json
+    (so "best"); today's preset says "last": the error names both, and --keep best resumes it."""
+    import json
+
+    from idenprof.runtime import Environment, plan_runtime
+
+    started = resolve_config("cpu", {"run_dir": str(tmp_path / "run"), "keep": "best"})
+    run = open_run_folder(started)
+    save_run_config(run, started, plan_runtime(Environment(), precision="float32", xla="off", batch_size=64))
+    saved = json.loads(run.config_path.read_text())
+    del saved["config"]["keep"]
+    run.config_path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"\(keep: 'best' in the run, 'last' now\); give those settings the run's"):
+        open_run_folder(resolve_config("cpu", {"run_dir": str(run.path)}))
+    assert open_run_folder(resolve_config("cpu", {"run_dir": str(run.path), "keep": "best"})) == run
 
 
 @pytest.mark.parametrize(

@@ -171,12 +171,12 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
         ours = dataclasses.asdict(config)
         # A setting newer than the run's config.json had its default value in that run.
         defaults = dataclasses.asdict(TrainConfig())
-        changed = sorted(k for k in ours if k not in RESUMABLE_WITH_OTHER
-                         and previous.get(k, defaults[k]) != ours[k])
+        theirs = {k: previous.get(k, defaults[k]) for k in ours}
+        changed = sorted(k for k in ours if k not in RESUMABLE_WITH_OTHER and theirs[k] != ours[k])
         if changed:
             # The values, not only the names: a preset can change between versions of idenprof
             # (cpu's keep went from best to last), and the run's value as a flag resumes it.
-            details = "; ".join(f"{k}: {previous.get(k, defaults[k])!r} in the run, {ours[k]!r} now" for k in changed)
+            details = "; ".join(f"{k}: {theirs[k]!r} in the run, {ours[k]!r} now" for k in changed)
             raise ConfigError(
                 f"{run.path} holds an unfinished run with different settings ({details}); "
                 "give those settings the run's values (or repeat its command) to resume it, or pass a new --run-dir"

@@ -48,7 +48,8 @@ def test_gpu_configuration_trains_and_exports_a_portable_model(small_dataset, tm
     run_dir = tmp_path / "run"
     result = run_train(["--data-dir", small_dataset, "--precision", "float16", "--xla", "on",
                         "--max-per-class", "4", "--image-size", "32", "--model", "resnet18",
-                        "--epochs", "1", "--batch-size", "8", "--run-dir", run_dir, "--quiet"])
+                        "--width", "0.25", "--stem", "small", "--epochs", "1", "--batch-size", "8",
+                        "--run-dir", run_dir, "--quiet"])
     assert result.returncode == 0, result.stderr[-3000:]
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert (runtime["precision"], runtime["dtype_policy"], runtime["xla"]) == ("float16", "mixed_float16", True)

@@ -16,6 +16,7 @@ seconds spent below one core and near zero, so a blocking phase stands out. Linu
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -74,15 +75,69 @@ def threads_waiting_on_disk(root_pid: int) -> int:
     return count
 
 
+def idle_breakdown(rows: list[tuple[float, float]], cores: int) -> dict:
+    """Where a command left cores idle, from its timeline: `rows` of (seconds since start, share
+    of the interval ending then, percent of one core).
+
+    Returns:
+        idle_core_seconds: core-seconds unused over the whole command;
+        flat_out_seconds, flat_out_median_percent: the intervals at >= 85% of all cores;
+        idle_core_seconds_flat_out, idle_core_seconds_in_dips: the idle split between them;
+        dip_seconds: the time below 85% of all cores (start-up, stalls, the end's single-core work);
+        percent_without_dips: the whole command's share had every dip run at the flat-out median.
+    """
+    full = 100.0 * cores
+    intervals = [(share, t - previous_t) for (previous_t, _), (t, share) in itertools.pairwise([(0.0, 0.0), *rows])]
+    flat_out = [(share, dt) for share, dt in intervals if share >= 0.85 * full]
+    dips = [(share, dt) for share, dt in intervals if share < 0.85 * full]
+    shares = sorted(share for share, _ in flat_out)
+    median = shares[len(shares) // 2] if shares else 0.0
+    wall = sum(dt for _, dt in intervals)
+    cpu = sum(share / 100.0 * dt for share, dt in intervals)
+    lifted = cpu + sum(max(0.0, median - share) / 100.0 * dt for share, dt in dips)
+
+    def idle(part):
+        return sum(max(0.0, full - share) / 100.0 * dt for share, dt in part)
+
+    return {
+        "idle_core_seconds": round(idle(intervals), 1),
+        "flat_out_seconds": round(sum(dt for _, dt in flat_out), 1),
+        "flat_out_median_percent": round(median, 1),
+        "idle_core_seconds_flat_out": round(idle(flat_out), 1),
+        "idle_core_seconds_in_dips": round(idle(dips), 1),
+        "dip_seconds": round(sum(dt for _, dt in dips), 1),
+        "percent_without_dips": round(100.0 * lifted / wall, 1) if wall else 0.0,
+    }
+
+
+def summarize(out: Path) -> dict:
+    """The idle breakdown of an earlier measurement's timeline.csv, merged into its summary.json."""
+    import csv
+
+    with open(out / "timeline.csv", newline="") as f:
+        rows = [(float(r["seconds"]), float(r["cpu_percent"])) for r in csv.DictReader(f)]
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary.update(idle_breakdown(rows, summary.get("cores") or os.cpu_count()))
+    return summary
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder for timeline.csv, output.log and summary.json")
+    parser.add_argument("--out", help="folder for timeline.csv, output.log and summary.json")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between samples (default 2)")
+    parser.add_argument("--summarize", metavar="DIR",
+                        help="print the idle breakdown of an earlier measurement in DIR (its timeline.csv) and exit")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
+    if args.summarize:
+        if not (Path(args.summarize) / "timeline.csv").is_file():
+            parser.error(f"--summarize {args.summarize}: no timeline.csv there; give a folder cpu_share.py wrote")
+        print(json.dumps(summarize(Path(args.summarize)), indent=2))
+        return 0
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("give the command to measure after --")
+    if not command or not args.out:
+        parser.error("give --out DIR and the command to measure after --")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -148,6 +203,7 @@ def main(argv=None) -> int:
         "seconds_near_zero": round(near_zero, 1),
         "seconds_near_zero_waiting_on_disk": round(near_zero_waiting, 1),
         "interval_s": args.interval,
+        **idle_breakdown([(t, share) for t, share, *_ in rows], os.cpu_count()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

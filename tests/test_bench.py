@@ -96,6 +96,31 @@ def test_cpu_share_measures_a_busy_and_an_idle_command(tmp_path):
     assert [line.split()[-1] for line in log] == ["spun", "slept"]
     assert float(log[1].split()[0]) - float(log[0].split()[0]) >= 2.0  # unbuffered: true times
     assert (out / "timeline.csv").read_text().startswith("seconds,cpu_percent,iowait_percent")
+    # One GIL never runs flat out on two cores: all the idle capacity is in "dips".
+    assert summary["flat_out_seconds"] == 0 and summary["idle_core_seconds_in_dips"] == summary["idle_core_seconds"]
+
+
+def test_cpu_share_summarize_splits_idle_capacity_between_flat_out_and_dips(tmp_path):
+    """A start at one core, four 2 s samples flat out (median 190%), a stall at 20%, one more flat
+    out, an end at one core, on two cores."""
+    shares = [100, 190, 190, 190, 180, 20, 190, 100]
+    (tmp_path / "timeline.csv").write_text("seconds,cpu_percent,iowait_percent,steal_percent,threads_in_d,last_line\n"
+                                           + "".join(f"{2 * (i + 1)}.0,{s},0,0,0,\"\"\n" for i, s in enumerate(shares)))
+    (tmp_path / "summary.json").write_text('{"cores": 2, "cpu_percent": 145.0}')
+    result = run_bench("cpu_share.py", "--summarize", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["cpu_percent"] == 145.0  # the measurement's own figures are kept
+    assert summary["flat_out_seconds"] == 10.0 and summary["dip_seconds"] == 6.0
+    assert summary["flat_out_median_percent"] == 190.0
+    assert summary["idle_core_seconds_flat_out"] == pytest.approx((10 + 10 + 10 + 20 + 10) / 100 * 2)
+    assert summary["idle_core_seconds_in_dips"] == pytest.approx((100 + 180 + 100) / 100 * 2)
+    # Every dip at 190%: (3 x 190 + 190 x 3 + 180 + 190) % x 2 s over 16 s.
+    assert summary["percent_without_dips"] == pytest.approx(100 * (3 * 1.9 + 4 * 1.9 + 1.8) * 2 / 16, abs=0.06)
+    missing = run_bench("cpu_share.py", "--summarize", tmp_path / "nothing")
+    assert missing.returncode == 2 and "no timeline.csv there" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_accuracy_plot_draws_run_folders_and_recorded_runs(tmp_path):

@@ -295,6 +295,14 @@ def share_of_errors_within(report: dict, group: list[str]) -> tuple[int, int]:
     return within, errors
 
 
+def regularisation(config) -> list[str]:
+    """The recipe's augmentation and regularisation beyond crops and flips, for the model card."""
+    extras = [("mixup alpha", config.mixup_alpha), ("cutmix alpha", config.cutmix_alpha),
+              ("stochastic depth", config.stochastic_depth), ("colour jitter", config.color_jitter),
+              ("shift", config.shift), ("rotation", config.rotation), ("EMA momentum", config.ema_momentum)]
+    return [f"{name} {value}" for name, value in extras if value]
+
+
 def model_card(*, config, saved, source, provenance: Provenance, layout, holdout_images, report,
                calibration, training_report, float16, agreement, staging: Path) -> str:
     """MODEL_CARD.md: what the model is, how it was made and tested, and what it is not for."""
@@ -358,7 +366,8 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"{config.weight_decay}), {config.schedule} schedule, label smoothing {config.label_smoothing}, "
         f"batch {config.batch_size}, random crops (area {config.crop_scale}) at "
         f"{config.train_image_size or config.image_size} px, "
-        f"the last {config.whole_image_fraction:.0%} on whole {config.image_size} px images, flips; seed {config.seed}",
+        f"the last {config.whole_image_fraction:.0%} on whole {config.image_size} px images, flips"
+        f"{''.join(f', {extra}' for extra in regularisation(config))}; seed {config.seed}",
         f"- machine: {runtime.get('device', '?')} x{runtime.get('replicas', '?')}, precision "
         f"{runtime.get('precision', '?')}",
     ]

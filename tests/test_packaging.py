@@ -162,3 +162,13 @@ def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 2
     assert done.stderr == f"error: {tmp_path} has no config.json; give a run folder written by train.py\n"
+
+
+def test_the_recipe_line_names_the_regularisation_a_run_used(interim):
+    from idenprof.config import resolve_config
+
+    regularised = resolve_config("cpu-long", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "stochastic_depth": 0.1})
+    assert packaging.regularisation(regularised) == ["mixup alpha 0.2", "cutmix alpha 1.0", "stochastic depth 0.1"]
+    assert packaging.regularisation(resolve_config("cpu-long", {})) == []
+    card = (interim["out"] / "MODEL_CARD.md").read_text()
+    assert "px images, flips; seed " in card  # the interim run used none

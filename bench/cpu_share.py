@@ -16,6 +16,7 @@ seconds spent below one core and near zero, so a blocking phase stands out. Linu
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -112,8 +113,6 @@ def idle_breakdown(rows: list[tuple[float, float]], cores: int) -> dict:
 
 def summarize(out: Path) -> dict:
     """The idle breakdown of an earlier measurement's timeline.csv, merged into its summary.json."""
-    import csv
-
     with open(out / "timeline.csv", newline="") as f:
         rows = [(float(r["seconds"]), float(r["cpu_percent"])) for r in csv.DictReader(f)]
     summary_path = out / "summary.json"

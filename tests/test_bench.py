@@ -3,6 +3,7 @@ recorded in docs/BENCHMARKS.md; here only that they work and report what they pr
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -84,8 +85,6 @@ def test_cpu_share_measures_a_busy_and_an_idle_command(tmp_path):
     out = tmp_path / "share"
     result = run_bench("cpu_share.py", "--out", out, "--interval", 0.5, "--", sys.executable, "-c", busy_then_idle)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     summary = json.loads((out / "summary.json").read_text())
     assert summary["exit_code"] == 0
     # Python threads share one GIL: the spin uses about one core, then nothing for 2.5 s.
@@ -109,8 +108,6 @@ def test_cpu_share_summarize_splits_idle_capacity_between_flat_out_and_dips(tmp_
     (tmp_path / "summary.json").write_text('{"cores": 2, "cpu_percent": 145.0}')
     result = run_bench("cpu_share.py", "--summarize", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     summary = json.loads(result.stdout)
     assert summary["cpu_percent"] == 145.0  # the measurement's own figures are kept
     assert summary["flat_out_seconds"] == 10.0 and summary["dip_seconds"] == 6.0

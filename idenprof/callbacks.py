@@ -162,7 +162,10 @@ class ValidationRecord(keras.callbacks.Callback):
         if not labels_path.is_file():
             atomic_write(labels_path, lambda tmp: np.save(tmp, self.labels), suffix=".npy")
         model = self.to_saved(self.model)
-        probs = model.predict(self.images, batch_size=self.batch_size, verbose=0).astype(np.float16)
+        # Batch by batch rather than `predict`: predict builds a tf.data iterator per call, and
+        # tearing it down waited seconds at 0% CPU in training (docs/BENCHMARKS.md, "CPU share").
+        probs = np.concatenate([model.predict_on_batch(self.images[i:i + self.batch_size])
+                                for i in range(0, len(self.labels), self.batch_size)]).astype(np.float16)
         atomic_write(self.run.validation_path(epoch + 1), lambda tmp: np.save(tmp, probs), suffix=".npy",
                      writer=self.writer)
 

@@ -52,6 +52,26 @@ def test_the_record_holds_each_epochs_validation_as_the_checkpoint_would_predict
     np.testing.assert_allclose(np.load(recorded[checkpoint.epoch]), saved.predict(xv, verbose=0), atol=2e-3)
 
 
+def test_the_record_predicts_without_a_tf_data_iterator(tmp_path, monkeypatch):
+    """An iterator per record is one more teardown per epoch, which waited at 0% CPU in training."""
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    from idenprof.callbacks import ValidationRecord
+
+    model = compile_model(resolve_config(None, TINY_NET), plan_runtime(Environment(), precision="float32", xla="off",
+                                                                       batch_size=8), num_classes=3, steps_per_epoch=3)
+    xv, yv = images_and_labels(1, n=21)  # two batches of 8 and one of 5
+    expected = model.predict(xv, batch_size=8, verbose=0)
+    made = []
+    original = TFEpochIterator._get_iterator
+    monkeypatch.setattr(TFEpochIterator, "_get_iterator", lambda self: made.append(1) or original(self))
+    record = ValidationRecord(RunFolder(tmp_path), xv, yv, to_saved=lambda m: m, batch_size=8)
+    record.set_model(model)
+    record.on_epoch_end(0)
+    assert made == []
+    np.testing.assert_allclose(np.load(RunFolder(tmp_path).validation_path(1)), expected, atol=1e-3)
+
+
 def test_a_resumed_run_drops_the_record_of_an_uncommitted_epoch(tmp_path):
     run = RunFolder(tmp_path)
     run.validation_dir.mkdir()

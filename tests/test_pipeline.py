@@ -459,6 +459,17 @@ def test_a_repeating_training_dataset_gives_each_image_once_per_epoch_reshuffled
     assert [image_key(image) for images, _ in batches(once) for image in images] == epochs[0]
 
 
+def test_evaluation_datasets_run_without_the_autotuning_thread_and_training_ones_with_it(decoded):
+    """Keras makes an evaluation iterator per epoch; destroying one in training waited seconds at
+    0% CPU for tf.data's autotuning thread (docs/BENCHMARKS.md, "CPU share")."""
+    evaluation = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=False)
+    training = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, augment=AugmentConfig(flip=True))
+    assert evaluation.options().autotune.enabled is False
+    assert training.options().autotune.enabled is not False  # training's augmentation is tuned
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches(evaluation)]),
+                                  decoded.images.astype(np.float32))  # the same batches as before
+
+
 def test_fit_with_steps_per_epoch_keeps_one_iterator_of_a_repeating_dataset(decoded, monkeypatch):
     """Keras makes a new iterator per epoch of a finite dataset (and drops the old one half-read);
     train.py's repeating input with steps_per_epoch makes one for the whole run."""

@@ -43,7 +43,8 @@ def make_dataset(
         decoded: output of `decode_images`.
         num_classes: length of the one-hot labels.
         batch_size: images per batch.
-        training: shuffle, augment and drop the last partial batch.
+        training: shuffle, augment and drop the last partial batch (evaluation: no tf.data
+            autotuning, whose thread made each teardown of an evaluation iterator wait).
         augment: the training augmentation; ignored when not training.
         seed: seeds the shuffle and every augmentation draw.
         whole_images: a boolean tf.Variable; while it is True, training batches are whole images
@@ -100,7 +101,15 @@ def make_dataset(
         )
     else:
         batches = batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    batches = batches.prefetch(tf.data.AUTOTUNE)
+    if not training:
+        # No autotuning thread: Keras makes a new iterator for every evaluate (each epoch's
+        # validation), and in training, destroying one waited for that thread at 0% CPU for 1-4 s
+        # (docs/BENCHMARKS.md, "CPU share"). Evaluation's map is too cheap to need tuning.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        batches = batches.with_options(options)
+    return batches
 
 
 def _batches_in_memory(decoded, batch_size, training, seed) -> tf.data.Dataset:

@@ -167,8 +167,9 @@ def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):
 def test_the_recipe_line_names_the_regularisation_a_run_used(interim):
     from idenprof.config import resolve_config
 
-    regularised = resolve_config("cpu-long", {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "stochastic_depth": 0.1})
-    assert packaging.regularisation(regularised) == ["mixup alpha 0.2", "cutmix alpha 1.0", "stochastic depth 0.1"]
-    assert packaging.regularisation(resolve_config("cpu-long", {})) == []
+    assert packaging.regularisation(resolve_config("cpu-long", {})) == [
+        "mixup alpha 0.2", "cutmix alpha 1.0", "stochastic depth 0.1"]
+    assert packaging.regularisation(resolve_config("cpu", {"color_jitter": 0.2})) == ["colour jitter 0.2"]
+    assert packaging.regularisation(resolve_config("cpu", {})) == []
     card = (interim["out"] / "MODEL_CARD.md").read_text()
     assert "px images, flips; seed " in card  # the interim run used none

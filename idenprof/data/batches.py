@@ -16,6 +16,9 @@ from idenprof.data.augment import AugmentConfig, augment_batch
 from idenprof.data.decoded import DecodedImages
 from idenprof.errors import ConfigError
 
+# Batches made ahead of the model: enough to hide one slow augmentation call.
+_PREFETCH_BATCHES = 4
+
 # Records per contiguous block read from an on-disk cache; blocks are shuffled, then records
 # within a window of blocks, which keeps disk reads sequential.
 _STREAM_BLOCK_RECORDS = 256
@@ -43,8 +46,7 @@ def make_dataset(
         decoded: output of `decode_images`.
         num_classes: length of the one-hot labels.
         batch_size: images per batch.
-        training: shuffle, augment and drop the last partial batch (evaluation: no tf.data
-            autotuning, whose thread made each teardown of an evaluation iterator wait).
+        training: shuffle, augment and drop the last partial batch.
         augment: the training augmentation; ignored when not training.
         seed: seeds the shuffle and every augmentation draw.
         whole_images: a boolean tf.Variable; while it is True, training batches are whole images
@@ -56,6 +58,11 @@ def make_dataset(
             per epoch for a finite dataset and drops the old one half-read, and tearing down a
             running pipeline stalled whole runs here for about 30 s at a time
             (docs/BENCHMARKS.md, "CPU share").
+
+    Every map runs on all the process's cores and the last `_PREFETCH_BATCHES` are made ahead,
+    without tf.data's autotuning: destroying an iterator waits for the autotuning thread, which
+    sleeps up to a minute between rounds, and that left the CPU idle 1-4 s after each epoch's
+    validation and up to 60 s after training (docs/BENCHMARKS.md, "CPU share").
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]);
@@ -97,19 +104,21 @@ def make_dataset(
         # stay deterministic even with parallel map calls.
         batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         batches = tf.data.Dataset.zip(batches, batch_seeds).map(
-            to_augmented_inputs, num_parallel_calls=tf.data.AUTOTUNE
+            to_augmented_inputs, num_parallel_calls=_parallel_calls()
         )
     else:
-        batches = batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
-    batches = batches.prefetch(tf.data.AUTOTUNE)
-    if not training:
-        # No autotuning thread: Keras makes a new iterator for every evaluate (each epoch's
-        # validation), and in training, destroying one waited for that thread at 0% CPU for 1-4 s
-        # (docs/BENCHMARKS.md, "CPU share"). Evaluation's map is too cheap to need tuning.
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        batches = batches.with_options(options)
-    return batches
+        batches = batches.map(to_model_inputs, num_parallel_calls=_parallel_calls())
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(_PREFETCH_BATCHES).with_options(options)
+
+
+def _parallel_calls() -> int:
+    """The cores this process may run on: each map's parallelism, fixed since nothing tunes it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _batches_in_memory(decoded, batch_size, training, seed) -> tf.data.Dataset:
@@ -121,7 +130,7 @@ def _batches_in_memory(decoded, batch_size, training, seed) -> tf.data.Dataset:
         indices = indices.shuffle(len(decoded.labels), seed=seed, reshuffle_each_iteration=True)
     return indices.batch(batch_size, drop_remainder=training).map(
         lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=_parallel_calls(),
     )
 
 
@@ -161,7 +170,7 @@ def _batches_from_file(path, decoded, batch_size, training, seed) -> tf.data.Dat
         return tf.reshape(pixels, shape), labels
 
     batches = records.batch(batch_size, drop_remainder=training)
-    return batches.map(to_pixels, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.map(to_pixels, num_parallel_calls=_parallel_calls())
 
 
 def _whole_npy_file(images: np.ndarray) -> str | None:

@@ -19,6 +19,7 @@ import numpy as np
 from idenprof.errors import IdenprofError
 from idenprof.export import save_model
 from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
+from idenprof.inference import predict_in_batches
 from idenprof.run_folder import KEEP_RULES, RunFolder
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.
@@ -162,10 +163,8 @@ class ValidationRecord(keras.callbacks.Callback):
         if not labels_path.is_file():
             atomic_write(labels_path, lambda tmp: np.save(tmp, self.labels), suffix=".npy")
         model = self.to_saved(self.model)
-        # Batch by batch rather than `predict`: predict builds a tf.data iterator per call, and
-        # tearing it down waited seconds at 0% CPU in training (docs/BENCHMARKS.md, "CPU share").
-        probs = np.concatenate([model.predict_on_batch(self.images[i:i + self.batch_size])
-                                for i in range(0, len(self.labels), self.batch_size)]).astype(np.float16)
+        probs = predict_in_batches(model.predict_on_batch, self.images, self.batch_size,
+                                   model.output_shape[-1]).astype(np.float16)
         atomic_write(self.run.validation_path(epoch + 1), lambda tmp: np.save(tmp, probs), suffix=".npy",
                      writer=self.writer)
 

@@ -82,13 +82,26 @@ class Predictor:
             raise ValueError(
                 f"images must be [N, {self.image_size}, {self.image_size}, 3], got {images.shape}"
             )
-        outputs = [
-            np.asarray(self.predict_batch(images[start : start + batch_size]), dtype=np.float32)
-            for start in range(0, len(images), batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        return np.concatenate(outputs)
+        return predict_in_batches(self.predict_batch, images, batch_size, len(self.class_names))
+
+
+def predict_in_batches(
+    predict_batch: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int, num_outputs: int
+) -> np.ndarray:
+    """`predict_batch` (images [n, ...] -> outputs [n, num_outputs]) on `images` [N, ...],
+    `batch_size` at a time: float32 [N, num_outputs].
+
+    Keras models pass `model.predict_on_batch`: `model.predict` builds a tf.data iterator per call,
+    and destroying it waited seconds at 0% CPU for tf.data's autotuning thread
+    (docs/BENCHMARKS.md, "CPU share").
+    """
+    outputs = [
+        np.asarray(predict_batch(images[start : start + batch_size]), dtype=np.float32)
+        for start in range(0, len(images), batch_size)
+    ]
+    if not outputs:
+        return np.zeros((0, num_outputs), dtype=np.float32)
+    return np.concatenate(outputs)
 
 
 def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),

@@ -532,14 +532,15 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     import keras
 
     from idenprof.export import export_model
-    from idenprof.inference import predict_views
+    from idenprof.inference import predict_in_batches, predict_views
     from idenprof.report import classification_metrics, plot_confusion_matrix, plot_training_curves
 
     best = run.kept_checkpoint()
     if best is None:
         raise DatasetError(f"training ended without a checkpoint in {run.path} (no validation accuracy was recorded)")
     model = keras.models.load_model(best.path, compile=False)
-    views = predict_views(lambda x: model.predict(x, batch_size=config.batch_size, verbose=0),
+    num_classes = model.output_shape[-1]
+    views = predict_views(lambda x: predict_in_batches(model.predict_on_batch, x, config.batch_size, num_classes),
                           test_data.images, mirror=config.tta)
     probs = views.mean()
     class_names = layout.class_names

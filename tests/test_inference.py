@@ -21,6 +21,7 @@ from idenprof.inference import (
     expand_inputs,
     load_predictor,
     predict_files,
+    predict_in_batches,
     resolve_model_path,
 )
 
@@ -385,3 +386,23 @@ def test_missing_files_empty_folders_and_empty_globs_are_errors(tmp_path, photos
         f"{bad['no image']}: folder has no image files",
         f"{tmp_path / '*.webp'}: pattern matches no image files",
     ]
+
+
+def test_predict_in_batches_matches_predict_without_a_tf_data_iterator(monkeypatch):
+    """The final test evaluation and the hold-out record predict this way: each `predict`
+    iterator's teardown waited at 0% CPU for tf.data's autotuning thread in training."""
+    import keras
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    images = np.random.default_rng(0).random((21, 8, 8, 3), dtype=np.float32)
+    expected = model.predict(images, batch_size=8, verbose=0)
+    made = []
+    original = TFEpochIterator._get_iterator
+    monkeypatch.setattr(TFEpochIterator, "_get_iterator", lambda self: made.append(1) or original(self))
+    got = predict_in_batches(model.predict_on_batch, images[:, :, ::-1], 8, 3)  # two batches of 8, one of 5
+    assert made == []
+    np.testing.assert_allclose(got, model.predict(images[:, :, ::-1].copy(), verbose=0), atol=1e-5)
+    assert got.dtype == np.float32 and not np.allclose(got, expected)  # the mirrored images, not the originals
+    assert predict_in_batches(model.predict_on_batch, images[:0], 8, 3).shape == (0, 3)

@@ -54,16 +54,17 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, minutes, top1 in points:
-        ax.scatter([minutes], [100 * top1], label=label, s=40)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    markers = "os^Dv"  # the colour cycle has 10 colours: each further ten runs get another marker
+    for i, (label, minutes, top1) in enumerate(points):
+        ax.scatter([minutes], [100 * top1], label=label, s=40, marker=markers[i // 10 % len(markers)])
     ax.axhline(100 * ORIGINAL_TOP1, color="gray", linestyle="--",
                label="original recipe: ResNet-50, 224 px, 61 GPU epochs")
     ax.set_xlabel("training minutes on 2 CPU cores (command start to end of training)")
     ax.set_ylabel("IdenProf test top-1 (%)")
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: many runs
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

@@ -71,13 +71,13 @@ def test_train_throughput_anchor_only_times_keras_applications_alone(tmp_path):
 
 
 def test_cpu_share_measures_a_busy_and_an_idle_command(tmp_path):
-    """Two busy threads for about 2 s, then 2 s of sleep: the share lands between one and two
-    cores, and the sleep shows as seconds near zero."""
+    """Two busy threads until the process has used 2 s of CPU, then 2.5 s of sleep: the share
+    over the command lands below one core, and the sleep shows as seconds near zero. Spinning to a CPU
+    time, not a wall time, keeps the figures right while other tests share the cores."""
     busy_then_idle = (
         "import threading, time\n"
         "def spin():\n"
-        "    end = time.monotonic() + 2.0\n"
-        "    while time.monotonic() < end: pass\n"
+        "    while time.process_time() < 2.0: pass\n"
         "threads = [threading.Thread(target=spin) for _ in range(2)]\n"
         "[t.start() for t in threads]; [t.join() for t in threads]\n"
         "print('spun', flush=True); time.sleep(2.5); print('slept')\n"

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from idenprof.data.augment import AugmentConfig, augment_batch
-from idenprof.data.decoded import DecodedImages
+from idenprof.data.decoded import DecodedImages, available_cores
 from idenprof.errors import ConfigError
 
 # Batches made ahead of the model: enough to hide one slow augmentation call.
@@ -60,9 +60,9 @@ def make_dataset(
             (docs/BENCHMARKS.md, "CPU share").
 
     Every map runs on all the process's cores and the last `_PREFETCH_BATCHES` are made ahead,
-    without tf.data's autotuning: destroying an iterator waits for the autotuning thread, which
-    sleeps up to a minute between rounds, and that left the CPU idle 1-4 s after each epoch's
-    validation and up to 60 s after training (docs/BENCHMARKS.md, "CPU share").
+    without tf.data's autotuning: destroying an iterator waited for its autotuning thread, which
+    left the CPU idle 1-4 s after each epoch's validation and up to 44 s after training
+    (docs/BENCHMARKS.md, "CPU share").
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] in 0..255, labels float32 [B, num_classes]);
@@ -104,21 +104,13 @@ def make_dataset(
         # stay deterministic even with parallel map calls.
         batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         batches = tf.data.Dataset.zip(batches, batch_seeds).map(
-            to_augmented_inputs, num_parallel_calls=_parallel_calls()
+            to_augmented_inputs, num_parallel_calls=available_cores()
         )
     else:
-        batches = batches.map(to_model_inputs, num_parallel_calls=_parallel_calls())
+        batches = batches.map(to_model_inputs, num_parallel_calls=available_cores())
     options = tf.data.Options()
     options.autotune.enabled = False
     return batches.prefetch(_PREFETCH_BATCHES).with_options(options)
-
-
-def _parallel_calls() -> int:
-    """The cores this process may run on: each map's parallelism, fixed since nothing tunes it."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _batches_in_memory(decoded, batch_size, training, seed) -> tf.data.Dataset:
@@ -130,7 +122,7 @@ def _batches_in_memory(decoded, batch_size, training, seed) -> tf.data.Dataset:
         indices = indices.shuffle(len(decoded.labels), seed=seed, reshuffle_each_iteration=True)
     return indices.batch(batch_size, drop_remainder=training).map(
         lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-        num_parallel_calls=_parallel_calls(),
+        num_parallel_calls=available_cores(),
     )
 
 
@@ -170,7 +162,7 @@ def _batches_from_file(path, decoded, batch_size, training, seed) -> tf.data.Dat
         return tf.reshape(pixels, shape), labels
 
     batches = records.batch(batch_size, drop_remainder=training)
-    return batches.map(to_pixels, num_parallel_calls=_parallel_calls())
+    return batches.map(to_pixels, num_parallel_calls=available_cores())
 
 
 def _whole_npy_file(images: np.ndarray) -> str | None:

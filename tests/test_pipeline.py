@@ -461,7 +461,7 @@ def test_a_repeating_training_dataset_gives_each_image_once_per_epoch_reshuffled
 
 def test_datasets_run_without_the_autotuning_thread(decoded):
     """Destroying an iterator waited at 0% CPU for tf.data's autotuning thread: seconds after each
-    epoch's validation, up to a minute after training (docs/BENCHMARKS.md, "CPU share")."""
+    epoch's validation, up to 44 s after training (docs/BENCHMARKS.md, "CPU share")."""
     evaluation = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=False)
     training = make_dataset(decoded, NUM_CLASSES, batch_size=16, training=True, repeat=True,
                             augment=AugmentConfig(flip=True), whole_images=tf.Variable(False))

@@ -71,13 +71,15 @@ def plan_runtime(
     optimizer step across all replicas); it must divide evenly among replicas."""
     if precision == "mixed":  # the train.py issue's name: the best mixed precision for the device
         precision = "auto" if not env.gpus else "float16"
+    requested_precision = precision
+    native_bf16 = bool(env.cpu_flags & set(NATIVE_BF16_CPU_FLAGS))
 
     on_gpu = bool(env.gpus)
     notes = []
     if precision == "auto":
         if on_gpu:
             precision = "float16"
-        elif env.cpu_flags & set(NATIVE_BF16_CPU_FLAGS):
+        elif native_bf16:
             precision = "bfloat16"
         else:
             precision = "float32"
@@ -99,6 +101,15 @@ def plan_runtime(
         )
     if not on_gpu and precision == "float16":
         notes.append("float16 on a CPU is emulated and slow; it is meant for testing the GPU path")
+    # Only where the flags were read: no flags (no /proc/cpuinfo) says nothing about the CPU.
+    if not on_gpu and env.cpu_flags and not native_bf16:
+        if precision == "bfloat16":
+            notes.append("this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag), so bfloat16 is "
+                         "emulated: 2.7x slower than float32 on one such CPU (docs/BENCHMARKS.md); drop --precision")
+        elif precision == "float32" and requested_precision == "auto":
+            notes.append("this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag): training in float32, "
+                         "so a time budget (--preset cpu, cpu-long) fits fewer epochs than on a CPU that has it "
+                         "(docs/ACCURACY.md)")
     if use_xla and strategy != "default":
         # Keras compiles with XLA only outside tf.distribute (its jit_compile="auto" says no there),
         # and forcing it fails: variables live on several devices.

@@ -36,9 +36,25 @@ def test_cpu_with_native_bf16_gets_bfloat16_without_xla():
             "cpu", "bfloat16", "mixed_bfloat16", False)
 
 
-def test_cpu_without_bf16_stays_float32():
+def test_cpu_without_bf16_stays_float32_and_says_why():
     plan = plan_runtime(Environment(cpu_flags=CPU_PLAIN))
     assert (plan.precision, plan.dtype_policy, plan.xla, plan.strategy) == ("float32", "float32", False, "default")
+    [note] = plan.notes
+    assert "no native bfloat16" in note and "fewer epochs" in note
+
+
+def test_forcing_bfloat16_on_a_cpu_without_it_warns_of_emulation():
+    [note] = plan_runtime(Environment(cpu_flags=CPU_PLAIN), precision="bfloat16").notes
+    assert "emulated" in note and "--precision" in note
+    assert plan_runtime(Environment(cpu_flags=CPU_BF16), precision="bfloat16").notes == ()
+
+
+def test_no_bfloat16_note_where_it_does_not_apply():
+    # A CPU with bfloat16, a float32 the user asked for, and a machine whose flags could not be read.
+    assert plan_runtime(Environment(cpu_flags=CPU_BF16)).notes == ()
+    assert plan_runtime(Environment(cpu_flags=CPU_PLAIN), precision="float32").notes == ()
+    assert plan_runtime(Environment(cpu_flags=frozenset())).notes == ()
+    assert plan_runtime(Environment(gpus=("GPU:0",), cpu_flags=CPU_PLAIN)).notes == ()
 
 
 def test_tf_config_cluster_means_multi_worker():

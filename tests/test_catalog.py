@@ -38,11 +38,11 @@ def test_idx_files_read_back_with_their_shapes(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not gzip at all", "not a readable gzip file"),
-    (gzip.compress(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x01\x02"),
+    (gzip.compress(b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + b"\x01\x02", mtime=0),
      "magic number 0x00000801, expected 0x00000803"),
-    (gzip.compress(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 28, 28)) + b"\x00" * 99),
+    (gzip.compress(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (2, 28, 28)) + b"\x00" * 99, mtime=0),
      "holds 99 data bytes, its header says 1568"),
-])
+], ids=["not-gzip", "wrong-magic", "short-data"])
 def test_a_file_that_is_not_idx_images_is_named_in_one_line(tmp_path, content, message):
     (tmp_path / "bad.gz").write_bytes(content)
     with pytest.raises(DatasetError, match=message) as err:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 from archive_subsets import REPO_ROOT
@@ -14,12 +15,13 @@ from archive_subsets import REPO_ROOT
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """A fresh venv holding the project's wheel. It sees the machine's site-packages for the heavy
-    dependencies (TensorFlow), but not the repository: commands run from an empty folder."""
+    """A fresh venv holding the project's wheel. It sees the site-packages of the interpreter
+    running the tests for the heavy dependencies (TensorFlow), whether that is the machine's Python
+    or a virtual environment, but not the repository: commands run from an empty folder."""
     tmp = tmp_path_factory.mktemp("install")
     # Build from a copy: setuptools writes build/ and *.egg-info into the source folder.
     source = tmp / "source"
-    top_level_only = {".git", "runs", "data", "build", "dist", "test-artifacts"}
+    top_level_only = {".git", ".venv", "runs", "data", "build", "dist", "test-artifacts"}
 
     def ignore(folder, names):
         skipped = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
@@ -33,14 +35,25 @@ def installed(tmp_path_factory):
     assert build.returncode == 0, build.stderr[-3000:]
     [wheel] = (tmp / "dist").glob("idenprof-*.whl")
     env_dir = tmp / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # system_site_packages would show the machine's Python, not a virtual environment the tests
+    # may run in; a .pth file appends this interpreter's own package folders after the venv's own,
+    # so the wheel installed below still wins over anything of the same name.
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "running-interpreter.pth").write_text("\n".join(running_package_folders()) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]
     workdir = tmp / "elsewhere"
     workdir.mkdir()
     return env_dir, workdir, wheel
+
+
+def running_package_folders() -> list[str]:
+    """The site-packages folders this interpreter imports from (a venv's, the user's, the system's)."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
 
 
 @pytest.mark.parametrize("command, expected", [

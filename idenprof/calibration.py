@@ -14,7 +14,8 @@ needs no custom objects. Its head, by layer name:
     probabilities  Activation("softmax"), float32: the output [N, C], in class index order
 
 `calibration.json`, written beside the model, holds T, the expected calibration error (ECE) before
-and after on the hold-out, and `min_confidence` (see `confidence_threshold`).
+and after on the hold-out, `min_confidence` (see `confidence_threshold`) and, for a model fine-tuned
+with outlier exposure, `none_threshold` (idenprof.ood).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Calibration:
     holdout_images: int
     holdout_accuracy: float
     ece_bins: int = ECE_BINS
+    # "None of these" (idenprof.ood): set only for a model taught it by outlier exposure.
+    none_threshold: float | None = None
+    none_rule: str | None = None
 
     def write(self, path: Path) -> Path:
         return write_json_atomically(asdict(self), path)

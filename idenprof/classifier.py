@@ -33,6 +33,7 @@ from idenprof.inference import (
     resolve_model_path,
     top_predictions,
 )
+from idenprof.ood import none_score, read_none_threshold
 from idenprof.run_folder import EXPORT_FILENAMES
 
 # What `predict` accepts as one image: a file path, encoded file bytes, a PIL image, or pixels
@@ -44,6 +45,11 @@ Predictions = list[tuple[str, float]]
 def unsure_message(class_count: int) -> str:
     """What infer.py says under a prediction below the confidence threshold."""
     return f"not sure — maybe none of these {class_count} professions"
+
+
+def none_message(class_count: int, score: float) -> str:
+    """What infer.py says under a prediction flagged as none of the classes."""
+    return f"none of the {class_count} professions (score {score:.2f})"
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,15 @@ class Classifier:
         image_size: S of the model's input [N, S, S, 3] (pixels); any photo is resized to it.
         model_path: the model file or folder predictions come from.
         min_confidence: a top probability below this (0..1) means "not sure" (`is_unsure`).
+        none_threshold: a none-score above this (0..1) means "none of these" (`is_none_of_these`,
+            see idenprof.ood); None: the model has no detector and flags nothing.
     """
 
-    def __init__(self, predictor: Predictor, min_confidence: float = 0.0):
+    def __init__(self, predictor: Predictor, min_confidence: float = 0.0,
+                 none_threshold: float | None = None):
         self.predictor = predictor
         self.min_confidence = min_confidence
+        self.none_threshold = none_threshold
         # One model call at a time: the LiteRT interpreter is not thread-safe, and on a few CPU
         # cores overlapping Keras calls (each using every core) gains nothing.
         self._model_lock = threading.Lock()
@@ -87,7 +97,8 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (f"Classifier({str(self.model_path)!r}, {len(self.class_names)} classes, "
-                f"{self.image_size} px, min_confidence={self.min_confidence})")
+                f"{self.image_size} px, min_confidence={self.min_confidence}, "
+                f"none_threshold={self.none_threshold})")
 
     def pixels(self, image: ImageInput) -> np.ndarray:
         """The model's input for one image: uint8 RGB [S, S, 3]. Raises ImageError (an
@@ -135,14 +146,28 @@ class Classifier:
         show none of the professions the model knows."""
         return bool(predictions) and predictions[0][1] < self.min_confidence
 
+    def none_score(self, predictions: Predictions) -> float | None:
+        """How far a `predict` result is from every class the model knows, 0..1 (idenprof.ood):
+        0 when all the probability is on one class, 1 when it is spread evenly; None for []."""
+        return none_score(predictions[0][1], len(self.class_names)) if predictions else None
+
+    def is_none_of_these(self, predictions: Predictions) -> bool:
+        """Whether a `predict` result's none-score is above `none_threshold`: the photo most
+        likely shows none of the classes. Always False for a model without a threshold."""
+        return self.none_threshold is not None and bool(predictions) and (
+            self.none_score(predictions) > self.none_threshold)
+
     def prediction_json(self, predictions: Predictions) -> dict:
         """One image's result as infer.py --json prints it and the web API answers it:
-        {"predictions": [{"class": name, "probability": p}, ...], "unsure": bool}."""
+        {"predictions": [{"class": name, "probability": p}, ...], "unsure": bool,
+        "none_score": 0..1, "none_of_these": bool}."""
         return {
             "predictions": [
                 {"class": name, "probability": probability} for name, probability in predictions
             ],
             "unsure": self.is_unsure(predictions),
+            "none_score": self.none_score(predictions),
+            "none_of_these": self.is_none_of_these(predictions),
         }
 
     def predict_files(
@@ -233,12 +258,17 @@ def checked_top(top: int) -> int:
     return int(top)
 
 
-def checked_min_confidence(value, source: str = "min_confidence") -> float:
+def checked_unit(value, name: str, kind: str, source: str | None = None) -> float:
+    """`value` as a float in 0..1; ConfigError naming `source` (default `name`) otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         math.isfinite(value) and 0 <= value <= 1
     ):
-        raise ConfigError(f"{source}: min_confidence must be a probability 0..1, got {value!r}")
+        raise ConfigError(f"{source or name}: {name} must be a {kind} 0..1, got {value!r}")
     return float(value)
+
+
+def checked_min_confidence(value, source: str = "min_confidence") -> float:
+    return checked_unit(value, "min_confidence", "probability", source)
 
 
 def load(
@@ -247,6 +277,7 @@ def load(
     labels: str | Path | None = None,
     runs_dir: str | Path = "runs",
     min_confidence: float | None = None,
+    none_threshold: float | None = None,
 ) -> Classifier:
     """Load a classifier.
 
@@ -257,10 +288,16 @@ def load(
         labels: class index JSON; default: class_index.json beside the model.
         min_confidence: "not sure" threshold 0..1; default: calibration.json beside the model,
             else 0 (never unsure).
+        none_threshold: "none of these" threshold on the none-score 0..1; default:
+            calibration.json beside the model, else None (never flagged).
     Raises ModelFileError (an IdenprofError) when there is no usable model.
     """
     model_path = resolve_model_path(None if model is None else str(model), Path(runs_dir))
     predictor = load_predictor(model_path, None if labels is None else Path(labels))
     if min_confidence is None:
         min_confidence = read_min_confidence(model_path) or 0.0
-    return Classifier(predictor, checked_min_confidence(min_confidence))
+    if none_threshold is None:
+        none_threshold = read_none_threshold(model_path)
+    else:
+        none_threshold = checked_unit(none_threshold, "none_threshold", "score")
+    return Classifier(predictor, checked_min_confidence(min_confidence), none_threshold)

@@ -7,7 +7,9 @@ The folder has one subfolder per class, named as in the model's class_index.json
 test/, or your own photos; a subset of the classes is fine). The output folder gets:
 
     report.json              top-1, top-5, per-class precision/recall/F1, confusion matrix, ECE,
-                             unreadable files, the most confident mistakes
+                             unreadable files, the most confident mistakes, and "none_of_these":
+                             the share flagged as none of the classes and, given photos of
+                             unknowns, how well the none-score tells them apart (AUROC, FPR95)
     confusion_matrix.png     rows: true class, columns: predicted
     reliability_diagram.png  accuracy against confidence (15 bins) with the ECE
     top_mistakes.png         the wrong predictions the model was surest of (with `gallery`)
@@ -32,6 +34,7 @@ from idenprof.data.imaging import IMAGE_EXTENSIONS
 from idenprof.errors import DatasetError
 from idenprof.files import atomic_write, write_json_atomically
 from idenprof.inference import Predictor, predict_views
+from idenprof.ood import auroc, flagged_share, fpr_at_tpr, none_scores, read_none_threshold
 from idenprof.report import (
     classification_metrics,
     plot_confusion_matrix,
@@ -68,12 +71,27 @@ def labelled_samples(data_dir: Path, class_names: list[str]) -> list[Sample]:
     return samples
 
 
-def evaluate_folder(predictor: Predictor, data_dir: Path, out_dir: Path, **options) -> dict:
+def evaluate_folder(predictor: Predictor, data_dir: Path, out_dir: Path, unknown_dir: Path | None = None,
+                    **options) -> dict:
     """`evaluate_samples` on every image of a class-folder dataset (see `labelled_samples`), with
-    the min_confidence of the model's calibration.json when it has one."""
+    the min_confidence and none_threshold of the model's calibration.json when it has them, and the
+    images of `unknown_dir` (any folder tree of photos of none of the classes) as unknowns."""
     samples = labelled_samples(Path(data_dir), predictor.class_names)
     options.setdefault("min_confidence", read_min_confidence(predictor.model_path))
+    options.setdefault("none_threshold", read_none_threshold(predictor.model_path))
+    if unknown_dir is not None:
+        options["unknowns"] = unknown_images(Path(unknown_dir))
     return evaluate_samples(predictor, samples, out_dir, root=Path(data_dir), **options)
+
+
+def unknown_images(folder: Path) -> list[str]:
+    """Every image file under `folder` (subfolders too), sorted. DatasetError when there is none."""
+    if not folder.is_dir():
+        raise DatasetError(f"--unknown {folder}: not a folder; give a folder of photos of none of the classes")
+    paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not paths:
+        raise DatasetError(f"--unknown {folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+    return paths
 
 
 def evaluate_samples(
@@ -88,6 +106,8 @@ def evaluate_samples(
     gallery: bool = True,
     split_name: str = "evaluation",
     min_confidence: float | None = None,
+    none_threshold: float | None = None,
+    unknowns: list[str] | None = None,
     progress: bool = False,
 ) -> dict:
     """Predict every sample once and write the report files into `out_dir` (created).
@@ -104,6 +124,9 @@ def evaluate_samples(
         split_name: what the images are, for the picture titles.
         min_confidence: also report the share of images predicted at or above this probability
             and their accuracy (the model's calibration.json default, see idenprof.calibration).
+        none_threshold: also report the share of images flagged as none of the classes (idenprof.ood).
+        unknowns: paths of photos of none of the classes: report how well the none-score tells
+            them from `samples` (AUROC, FPR at 95% TPR) and the share flagged.
 
     Returns:
         The report (what report.json holds). Unreadable images are listed in it and left out.
@@ -136,6 +159,9 @@ def evaluate_samples(
             "min_confidence": min_confidence, "coverage": float(sure.mean()),
             "accuracy": float((probs.argmax(axis=1) == labels)[sure].mean()) if sure.any() else None,
         }
+    if none_threshold is not None or unknowns:
+        report["none_of_these"] = none_report(predictor, probs, none_threshold, unknowns, tta, batch_size,
+                                              progress)
     report["subsets"] = {}
     for subset, paths in (subsets or {}).items():
         keep = np.array([p in paths for p in decoded.paths], dtype=bool)
@@ -170,6 +196,29 @@ def evaluate_samples(
     return report
 
 
+def none_report(predictor: Predictor, probs: np.ndarray, none_threshold: float | None,
+                unknowns: list[str] | None, tta: bool, batch_size: int, progress: bool) -> dict:
+    """report.json's "none_of_these": the share of the labelled images flagged and, with unknowns,
+    AUROC and FPR95 of the none-score (knowns: the labelled images) and the share of unknowns flagged."""
+    from idenprof.data.decoded import decode_images
+
+    known = none_scores(probs)
+    part = {"none_threshold": none_threshold,
+            "known_flagged": None if none_threshold is None else flagged_share(known, none_threshold)}
+    if unknowns:
+        decoded = decode_images([(path, 0) for path in unknowns], predictor.image_size, progress=progress)
+        if len(decoded.labels) == 0:
+            raise DatasetError(f"none of the {len(unknowns)} unknown images could be read "
+                               f"(e.g. {decoded.skipped[0][0]})")
+        unknown = none_scores(predict_views(lambda x: predictor.predict(x, batch_size), decoded.images, tta).mean())
+        part.update({
+            "unknown_images": int(len(unknown)), "auroc": auroc(known, unknown), "fpr95": fpr_at_tpr(known, unknown),
+            "unknown_flagged": None if none_threshold is None else flagged_share(unknown, none_threshold),
+            "unknown_unreadable": [{"path": path, "reason": reason} for path, reason in decoded.skipped],
+        })
+    return part
+
+
 def write_predictions_csv(path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray,
                           class_names: list[str]) -> Path:
     """One row per image: path, true, predicted, probability (of the prediction), true_probability."""
@@ -196,6 +245,14 @@ def summary_lines(report: dict) -> list[str]:
         sure = report["at_min_confidence"]
         lines.append(f"at or above min_confidence {sure['min_confidence']:.3f}: {sure['coverage']:.1%} of the "
                      f"images, {fmt(sure['accuracy'])} correct")
+    none = report.get("none_of_these")
+    if none and none["none_threshold"] is not None:
+        lines.append(f"flagged as none of the classes (none-score above {none['none_threshold']:.3f}): "
+                     f"{none['known_flagged']:.1%} of the images")
+    if none and "auroc" in none:
+        flagged = "" if none["unknown_flagged"] is None else f", {none['unknown_flagged']:.1%} of them flagged"
+        lines.append(f"unknowns: {none['unknown_images']} images; AUROC {none['auroc']:.3f}, FPR at 95% TPR "
+                     f"{none['fpr95']:.1%}{flagged}")
     for name, part in report["subsets"].items():
         lines.append(f"{name.replace('_', ' ')}: {part['images']} images, top-1 {part['top1']:.2%}, "
                      f"top-5 {part['top5']:.2%}")

@@ -1,7 +1,8 @@
 """Prediction files: one row per input image, as CSV, JSON or JSON Lines, written atomically.
 
 Each row: the path (or URL), the top classes with their probabilities, whether the model is unsure,
-and the error when the image could not be predicted (then no classes).
+its none-score and whether the photo shows none of the classes (idenprof.ood), and the error when
+the image could not be predicted (then no classes).
 """
 
 from __future__ import annotations
@@ -31,21 +32,23 @@ def check_output_path(path: Path) -> Path:
     return path
 
 
-def prediction_rows(inputs: list[str], results, errors, is_unsure) -> list[dict]:
-    """Rows in input order: {"path", "predictions": [{"class", "probability"}], "unsure", "error"}."""
+FAILED = {"predictions": [], "unsure": None, "none_score": None, "none_of_these": None}
+
+
+def prediction_rows(inputs: list[str], results, errors, classifier) -> list[dict]:
+    """Rows in input order: {"path", "predictions": [{"class", "probability"}], "unsure",
+    "none_score", "none_of_these", "error"}; `classifier` (None when no image was read) judges each."""
     by_path = {r.path: r for r in results}
     failed = {e.path: e.message for e in errors}
     rows = []
     for path in inputs:
         if path in by_path:
-            predictions = by_path[path].predictions
-            rows.append({"path": path, "predictions": [{"class": c, "probability": p} for c, p in predictions],
-                         "unsure": is_unsure(predictions), "error": None})
+            rows.append({"path": path, **classifier.prediction_json(by_path[path].predictions), "error": None})
         elif path in failed:
-            rows.append({"path": path, "predictions": [], "unsure": None, "error": failed[path]})
+            rows.append({"path": path, **FAILED, "error": failed[path]})
     for path, message in failed.items():  # arguments that named no image (missing file, empty folder)
         if path not in inputs:
-            rows.append({"path": path, "predictions": [], "unsure": None, "error": message})
+            rows.append({"path": path, **FAILED, "error": message})
     return rows
 
 
@@ -62,7 +65,7 @@ def write_predictions(path: Path, rows: list[dict], top: int) -> Path:
         header = ["path"]
         for rank in range(1, top + 1):
             header += [f"class_{rank}", f"probability_{rank}"]
-        writer.writerow(header + ["unsure", "error"])
+        writer.writerow(header + ["unsure", "none_score", "none_of_these", "error"])
         for row in rows:
             cells = [row["path"]]
             for rank in range(top):
@@ -70,7 +73,8 @@ def write_predictions(path: Path, rows: list[dict], top: int) -> Path:
                     cells += [row["predictions"][rank]["class"], f"{row['predictions'][rank]['probability']:.6f}"]
                 else:
                     cells += ["", ""]
-            unsure = "" if row["unsure"] is None else str(row["unsure"]).lower()
-            writer.writerow(cells + [unsure, row["error"] or ""])
+            unsure, none_of_these = ("" if row[k] is None else str(row[k]).lower() for k in ("unsure", "none_of_these"))
+            score = "" if row["none_score"] is None else f"{row['none_score']:.6f}"
+            writer.writerow(cells + [unsure, score, none_of_these, row["error"] or ""])
         text = buffer.getvalue()
     return write_text_atomically(text, path)

@@ -1,14 +1,17 @@
 """Package a trained run as the model shipped inside idenprof: calibrated, evaluated, documented.
 
     python -m idenprof.packaging runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
+        [--outlier-exposure EPOCHS]
 
 Reads the run's float32 export (export/model.keras; the kept checkpoint when the run has no export
-yet), fits a temperature on the run's own hold-out split (idenprof.calibration), writes the
-calibrated model, evaluates it once on the test split (idenprof.evaluation) and writes the model
-card. The folder:
+yet), optionally fine-tunes it with outlier exposure so that it can say "none of these"
+(idenprof.outlier_exposure; the none threshold is then fitted on the hold-out too), fits a
+temperature on the run's own hold-out split (idenprof.calibration), writes the calibrated model,
+evaluates it once on the test split (idenprof.evaluation; with the far-OOD benchmark photos of
+idenprof.outliers as unknowns where installed) and writes the model card. The folder:
 
     model.keras, model.tflite, class_index.json   the calibrated model (float32 output [N, C])
-    calibration.json                              T, ECE before/after, min_confidence and its rule
+    calibration.json                              T, ECE before/after, min_confidence, none_threshold
     calibration_holdout.png                       reliability on the hold-out, before and after
     test_report.json, predictions.csv             the test split (idenprof.evaluation's report)
     confusion_matrix.png, reliability_diagram.png the test split
@@ -46,6 +49,9 @@ HOLDOUT_PNG = "calibration_holdout.png"
 TRAINING_METRICS = "training_metrics.json"
 TRAINING_CURVES = "training_curves.png"
 DEDUPLICATED = "without_train_duplicates"
+# Outlier exposure: outliers are decoded at 5/4 of the model's side and cropped to it.
+OUTLIER_SIDE_FACTOR = 5
+PROCEDURAL_OUTLIERS = 1000
 
 
 @dataclasses.dataclass
@@ -59,11 +65,12 @@ class Provenance:
 
 
 def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEFAULT_OUT,
-                git_commit: str | None = None, log=print) -> Path:
+                git_commit: str | None = None, outlier_exposure: int = 0, log=print) -> Path:
     """Build the shipped-model folder `out_dir` from the run in `run_dir` (see the module doc).
 
     `data_dir` defaults to the run's own data folder; `git_commit` overrides the commit recorded in
-    the run's config.json. Returns `out_dir`.
+    the run's config.json; `outlier_exposure` > 0 fine-tunes that many epochs with outliers first.
+    Returns `out_dir`.
     """
     from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
     from idenprof.class_index import read_class_index
@@ -71,6 +78,8 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     from idenprof.data.decoded import decode_images
     from idenprof.evaluation import evaluate_samples
     from idenprof.inference import load_predictor
+    from idenprof.ood import NONE_RULE, fit_none_threshold, none_scores
+    from idenprof.outliers import BENCHMARK_SOURCES, source_files
     from idenprof.report import plot_reliability_diagram
     from idenprof.training import select_samples
 
@@ -86,14 +95,21 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     if layout.class_names != class_names:
         raise DatasetError(f"{data_dir} has classes {layout.class_names}, the run {class_names}; "
                            "pass the run's --data-dir")
-    _, holdout, test = select_samples(layout, config)
+    train, holdout, test = select_samples(layout, config)
     model, source = load_source_model(run)
     log(f"model: {source}; hold-out {len(holdout)} images, test {len(test)} images")
+    exposure = None
+    if outlier_exposure:
+        model, exposure = expose_to_outliers(model, train, outlier_exposure, config.seed, log)
 
     holdout_data = decode_images(holdout, model.input_shape[1], progress=False)
     for path, reason in holdout_data.skipped:
         log(f"skipped unreadable hold-out image {path}: {reason}")
     calibrated, calibration, logits = calibrate(model, holdout_data.images, holdout_data.labels)
+    if exposure:
+        calibration.none_threshold = fit_none_threshold(none_scores(softmax(logits / calibration.temperature)))
+        calibration.none_rule = NONE_RULE
+        log(f"none threshold {calibration.none_threshold:.3f} ({NONE_RULE})")
     best = run.kept_checkpoint()
     if best and abs(calibration.holdout_accuracy - best.val_accuracy) > 0.02:
         # Training validated on the same images (in bfloat16 perhaps): a gap means another split.
@@ -118,16 +134,18 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
 
         predictor = load_predictor(staging / EXPORT_FILENAMES["tflite"])
         unique_tests = {path for path, _ in layout.test_without_train_duplicates()}
+        unknowns = [str(path) for _, path in source_files(BENCHMARK_SOURCES)[0]]
         report = evaluate_samples(
             predictor, test, staging, root=data_dir, tta=config.tta, subsets={DEDUPLICATED: unique_tests},
-            gallery=False, split_name="test split", min_confidence=calibration.min_confidence)
+            gallery=False, split_name="test split", min_confidence=calibration.min_confidence,
+            none_threshold=calibration.none_threshold, unknowns=unknowns or None)
         os.replace(staging / "report.json", staging / TEST_REPORT)
         report["files"]["report"] = TEST_REPORT
         training_report = copy_training_report(run, staging)
 
         provenance = find_provenance(saved, config, git_commit)
         card = model_card(config=config, saved=saved, source=source, provenance=provenance,
-                          layout=layout, holdout_images=len(holdout), report=report,
+                          layout=layout, holdout_images=len(holdout), report=report, exposure=exposure,
                           calibration=calibration, training_report=training_report,
                           float16=float16, agreement=agreement, staging=staging)
         (staging / CARD_FILENAME).write_text(card)
@@ -144,6 +162,28 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
         f"{report['subsets'][DEDUPLICATED]['top1']:.2%}), top-5 {report['top5']:.2%}, ECE {report['ece']:.3f}")
     log(f"wrote {out_dir} ({folder_bytes(out_dir) / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return out_dir
+
+
+def expose_to_outliers(model, train_samples, epochs: int, seed: int, log) -> tuple:
+    """(the model fine-tuned `epochs` epochs with outlier exposure on the run's training photos,
+    what was done as a dict for the card)."""
+    from idenprof.data.decoded import decode_images
+    from idenprof.outlier_exposure import fine_tune_with_outliers
+    from idenprof.outliers import TRAINING_SOURCES, source_files, training_outliers
+
+    side = int(model.input_shape[1])
+    photos = decode_images(train_samples, side, progress=False)
+    outliers = training_outliers(OUTLIER_SIDE_FACTOR * side // 4, procedural=PROCEDURAL_OUTLIERS, seed=seed, log=log)
+    if not len(outliers):
+        raise ConfigError("--outlier-exposure needs outlier images; install the packages docs/OOD.md lists")
+    files, missing = source_files(TRAINING_SOURCES)
+    log(f"outlier exposure: {len(photos.labels)} training photos, {len(outliers)} outliers, {epochs} epochs")
+    tuned = fine_tune_with_outliers(model, photos.images, photos.labels, outliers, epochs=epochs, seed=seed, log=log)
+    by_source = {}
+    for name, _ in files:
+        by_source[name] = by_source.get(name, 0) + 1
+    return tuned, {"epochs": epochs, "training_photos": int(len(photos.labels)), "outliers": int(len(outliers)),
+                   "procedural": PROCEDURAL_OUTLIERS, "sources": by_source, "missing_sources": missing}
 
 
 def read_run_config(run: RunFolder) -> dict:
@@ -304,7 +344,7 @@ def regularisation(config) -> list[str]:
 
 
 def model_card(*, config, saved, source, provenance: Provenance, layout, holdout_images, report,
-               calibration, training_report, float16, agreement, staging: Path) -> str:
+               calibration, training_report, float16, agreement, staging: Path, exposure=None) -> str:
     """MODEL_CARD.md: what the model is, how it was made and tested, and what it is not for."""
     sizes = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
     dedup = report["subsets"][DEDUPLICATED]
@@ -432,6 +472,9 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "",
         f"![reliability on the hold-out]({HOLDOUT_PNG}) ![reliability on the test split](reliability_diagram.png)",
         "",
+    ]
+    lines += none_section(calibration, report, exposure)
+    lines += [
         "## Known weaknesses",
         "",
     ]
@@ -444,10 +487,14 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"- Small images: the photo is shrunk whole to {config.image_size}x{config.image_size} pixels "
         "(aspect ratio not kept); a person who fills little of the frame, several people, or a "
         "very wide or tall photo loses the details of the uniform.",
-        "- Anything else: the model always answers one of the ten professions. A photo of a person "
-        "with none of them, of no person, or of a costume gets a profession anyway, often with high "
-        "confidence; `min_confidence` filters some of these but is not an out-of-distribution "
-        "detector.",
+        ("- Anything else: the none-score flags most photos of no person (see \"None of these\"), but a "
+         "person in other clothes, a costume or a uniform of another profession still often gets one "
+         "of the ten; the flag is a screen, not a guarantee."
+         if calibration.none_threshold is not None else
+         "- Anything else: the model always answers one of the ten professions. A photo of a person "
+         "with none of them, of no person, or of a costume gets a profession anyway, often with high "
+         "confidence; `min_confidence` filters some of these but is not an out-of-distribution "
+         "detector."),
         "- The data: IdenProf's web photos over-represent some looks of each profession (posed stock "
         "photos, uniforms from a few countries); accuracy on other photos, and across people's "
         "gender, age or skin colour, was not measured.",
@@ -473,6 +520,42 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
     return "\n".join(lines)
 
 
+def none_section(calibration, report, exposure) -> list[str]:
+    """The card's "None of these" section; [] for a model without the detector."""
+    if calibration.none_threshold is None:
+        return []
+    none = report.get("none_of_these", {})
+    lines = [
+        "## None of these",
+        "",
+        f"The model was fine-tuned for {exposure['epochs']} epochs with outlier exposure on its "
+        f"{exposure['training_photos']:,} training photos and {exposure['outliers']:,} images of anything else "
+        f"({', '.join(f'{k} {v}' for k, v in exposure['sources'].items())}, {exposure['procedural']} procedural "
+        "textures): for those it learned to spread its probability over the ten classes. The none-score "
+        "(1 - top probability) / (1 - 1/10), 0..1, reads that; above `none_threshold` = "
+        f"{calibration.none_threshold:.4f} ({calibration.none_rule}) infer.py, the API and the page say "
+        "\"none of the ten professions\".",
+        "",
+        f"On the test split {pct(none.get('known_flagged'))} of the photos are flagged.",
+    ]
+    if "auroc" in none:
+        lines += [
+            "",
+            f"Far-OOD benchmark ({none['unknown_images']} photos of no profession that training never saw: "
+            "scikit-image's, scikit-learn's and matplotlib's sample photos, the MATE and UKUI wallpapers; "
+            f"docs/OOD.md): AUROC {none['auroc']:.3f} against the test split, FPR at 95% TPR "
+            f"{pct(none['fpr95'])}; {pct(none['unknown_flagged'])} flagged at the threshold.",
+        ]
+    lines += [
+        "",
+        "What it cannot do: it was shown animals, food, objects, landscapes and textures, not people; a "
+        "person at another activity, in a costume, or in another uniform is near the ten professions "
+        "and is often not flagged. Photos from unusual cameras or of unusual quality may be flagged.",
+        "",
+    ]
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -481,6 +564,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="dataset with train/ and test/ (default: the run's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--git-commit", help="commit that trained the run, when config.json lacks it")
+    parser.add_argument("--outlier-exposure", type=int, default=0, metavar="EPOCHS",
+                        help="first fine-tune this many epochs with outlier exposure, so that the model can say "
+                        "'none of these' (default 0: off; needs the outlier packages docs/OOD.md lists)")
     return parser.parse_args(argv)
 
 
@@ -491,7 +577,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import_tensorflow_quietly()
     try:
-        package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit)
+        if args.outlier_exposure < 0:
+            raise ConfigError(f"--outlier-exposure takes a number of epochs, 0 or more; got {args.outlier_exposure}")
+        package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit,
+                    outlier_exposure=args.outlier_exposure)
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

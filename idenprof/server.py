@@ -5,7 +5,8 @@
     GET  /                 the page (idenprof/static/: plain HTML, CSS and JS, no outside requests)
     GET  /healthz          200 {"status": "ok", ...} (the model is loaded before the app exists)
     POST /api/predict      multipart field `image`; query top=5, tta=false, heatmap=false, class=NAME
-                           -> {"predictions": [{"class", "probability"}, ...], "unsure": bool}
+                           -> {"predictions": [{"class", "probability"}, ...], "unsure": bool,
+                               "none_score": 0..1, "none_of_these": bool}
                               as `infer.py --json` prints for one image, plus with heatmap=true
                               "heatmap" (PNG data URL) and "heatmap_class"
 
@@ -89,6 +90,7 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
             "model": classifier.model_path.name,
             "classes": classifier.class_names,
             "min_confidence": classifier.min_confidence,
+            "none_threshold": classifier.none_threshold,
             "heatmaps": classifier.heatmap_model_path is not None,
         }
 

@@ -38,21 +38,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
     parser.add_argument("--labels", type=Path, help="class index JSON (default: beside the model)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    parser.add_argument("--unknown", type=Path, metavar="DIR",
+                        help="a folder of photos of none of the classes: report how well the none-score "
+                        "flags them (AUROC, FPR at 95%% TPR)")
+    parser.add_argument("--none-threshold", type=float, metavar="S",
+                        help="flag as none of the classes above this none-score (default: calibration.json "
+                        "beside the model)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`evaluate.py` / `idenprof-evaluate`: evaluate, write the report, print a summary."""
     args = parse_args(argv)
+    from idenprof.classifier import checked_unit
     from idenprof.evaluation import evaluate_folder, summary_lines
     from idenprof.inference import load_predictor, resolve_model_path
 
     try:
         if args.batch_size < 1:
             raise IdenprofError(f"--batch-size must be at least 1, got {args.batch_size}")
+        options = {}
+        if args.none_threshold is not None:
+            options["none_threshold"] = checked_unit(args.none_threshold, "none_threshold", "score",
+                                                     "--none-threshold")
         predictor = load_predictor(resolve_model_path(args.model, args.runs_dir), args.labels)
         print(f"model: {predictor.model_path}")
-        report = evaluate_folder(predictor, args.data_dir, args.out, tta=args.tta,
+        report = evaluate_folder(predictor, args.data_dir, args.out, unknown_dir=args.unknown, **options,
+                                 tta=args.tta,
                                  batch_size=args.batch_size, split_name=args.data_dir.name,
                                  progress=sys.stderr.isatty())
     except IdenprofError as e:

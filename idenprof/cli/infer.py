@@ -7,8 +7,10 @@
     python infer.py photo.jpg --min-confidence 0.5
 
 Prints `class : percent` lines, most likely first (a `==> file <==` header before each block when
-there are several images), and "not sure — ..." under a block whose top probability is below the
-confidence threshold (--min-confidence, default from calibration.json beside the model).
+there are several images), then "none of the 10 professions (score S)" under a block whose photo
+most likely shows none of them (the none-score above --none-threshold, default from calibration.json
+beside the model), or else "not sure — ..." under one whose top probability is below the confidence
+threshold (--min-confidence, default from calibration.json too).
 Exit code 0 when all went well, 1 when some images failed (each is reported on stderr, the
 others are still predicted), 2 for usage and model errors.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from idenprof.classifier import Classifier, load, unsure_message  # noqa: E402
+from idenprof.classifier import Classifier, load, none_message, unsure_message  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 from idenprof.inference import expand_inputs  # noqa: E402
 from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
@@ -56,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="say 'not sure' when the top probability is below P (0..1; default: "
         "min_confidence in calibration.json beside the model, else 0)",
     )
+    parser.add_argument(
+        "--none-threshold", type=float, metavar="S",
+        help="say 'none of the professions' when the none-score is above S (0..1; default: "
+        "none_threshold in calibration.json beside the model, else never)",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,7 +74,9 @@ def print_text(classifier: Classifier, results, with_headers: bool) -> None:
             print(f"==> {result.path} <==")
         for name, probability in result.predictions:
             print(f"{name} : {probability * 100:.2f}")
-        if classifier.is_unsure(result.predictions):
+        if classifier.is_none_of_these(result.predictions):
+            print(none_message(len(classifier.class_names), classifier.none_score(result.predictions)))
+        elif classifier.is_unsure(result.predictions):
             print(unsure_message(len(classifier.class_names)))
 
 
@@ -89,14 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         results, classifier = [], None
         if image_paths:
             classifier = load(args.model, labels=args.labels, runs_dir=args.runs_dir,
-                              min_confidence=args.min_confidence)
+                              min_confidence=args.min_confidence, none_threshold=args.none_threshold)
             results, load_errors = classifier.predict_files(
                 image_paths, top=args.top, tta=args.tta, batch_size=args.batch_size, progress=True
             )
             errors += load_errors
         if args.output is not None:
-            rows = prediction_rows(image_paths, results, errors,
-                                   classifier.is_unsure if classifier else lambda _: None)
+            rows = prediction_rows(image_paths, results, errors, classifier)
             write_predictions(args.output, rows, top=min(args.top, len(classifier.class_names)) if classifier
                               else args.top)
     except IdenprofError as e:

@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-confidence", type=float, metavar="P",
                         help="'not sure' below this top probability (default: calibration.json "
                         "beside the model, else 0)")
+    parser.add_argument("--none-threshold", type=float, metavar="S",
+                        help="'none of the professions' above this none-score (default: calibration.json "
+                        "beside the model, else never)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn's log level (info logs each request)")
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
               "pick another --port or --host", file=sys.stderr)
         return 2
     try:
-        classifier = load(args.model, runs_dir=args.runs_dir, min_confidence=args.min_confidence)
+        classifier = load(args.model, runs_dir=args.runs_dir, min_confidence=args.min_confidence,
+                          none_threshold=args.none_threshold)
         classifier.warm_up(heatmaps=classifier.heatmap_model_path is not None)
     except IdenprofError as e:
         sock.close()

@@ -62,7 +62,21 @@ function drawBars(card, file, answer) {
     item.append(bar);
     bars.append(item);
   }
-  card.querySelector(".unsure").hidden = !answer.unsure;
+  // A photo of none of the professions gets a plain message, not a confident bar chart; its
+  // guesses and heat map stay one click away.
+  const none = card.querySelector(".none");
+  none.hidden = !answer.none_of_these;
+  bars.hidden = answer.none_of_these;
+  card.querySelector(".pictures figure:nth-child(2)").hidden = answer.none_of_these;
+  card.querySelector(".unsure").hidden = answer.none_of_these || !answer.unsure;
+  if (answer.none_of_these) {
+    card.querySelector(".none-score").textContent = answer.none_score.toFixed(2);
+    none.querySelector(".show-guesses").onclick = () => {
+      none.hidden = true;
+      bars.hidden = false;
+      card.querySelector(".pictures figure:nth-child(2)").hidden = false;
+    };
+  }
 }
 
 async function heatmapFor(card, file, name) {

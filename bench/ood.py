@@ -1,0 +1,125 @@
+"""Benchmark: how well each detector tells photos of none of the professions from IdenProf's.
+
+    python bench/ood.py                                            # the shipped model
+    python bench/ood.py --model runs/x/export/model.keras --seed 0 --json runs/ood/x.json
+
+Scores, side by side, on the same photos (docs/OOD.md):
+  - none-score: (1 - max softmax probability) / (1 - 1/C), the one infer.py ships (idenprof.ood);
+  - max logit, energy (Liu et al. 2020);
+  - Mahalanobis (class means and shared covariance of --feature-photos training photos' pooled
+    features; Lee et al. 2018) and k-nearest-neighbour cosine distance (k=10; Sun et al. 2022).
+Knowns: the IdenProf test split. Unknowns: the far-OOD photos of idenprof.outliers.BENCHMARK_SOURCES
+(installed packages only) and, reported apart, the synthetic inputs. For each: AUROC, FPR at 95%
+TPR, and at the threshold that lets 95% of the hold-out pass, the share of unknowns and of the test
+split flagged. The hold-out is the run's (a stratified 10% of train, `--seed`; the shipped model's
+is seed 2). Never run in CI; needs a Keras model (.keras/.h5) for logits and features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "idenprof" / "pretrained" / "model.keras")
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "idenprof")
+    parser.add_argument("--seed", type=int, default=2, help="the run's seed: which 10%% of train is the hold-out")
+    parser.add_argument("--feature-photos", type=int, default=2000, help="training photos for Mahalanobis and kNN")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import keras
+
+    from idenprof import ood, outliers
+    from idenprof.calibration import is_calibrated, logits_model, temperature_of
+    from idenprof.config import resolve_config
+    from idenprof.data.dataset import scan_dataset
+    from idenprof.training import select_samples
+
+    model = keras.models.load_model(args.model, compile=False)
+    side = int(model.input_shape[1])
+    temperature = temperature_of(model) if is_calibrated(model) else 1.0
+    logits = logits_model(model)
+    features = keras.Model(logits.input, logits.get_layer("avg_pool").output)
+    layout = scan_dataset(args.data_dir)
+    train, holdout, test = select_samples(layout, resolve_config("cpu", {"seed": args.seed,
+                                                                          "data_dir": str(args.data_dir)}))
+    rng = np.random.default_rng(0)
+    feature_train = [train[i] for i in sorted(rng.choice(len(train), min(args.feature_photos, len(train)),
+                                                         replace=False))]
+
+    def decode(samples):
+        data = layout.decode(samples, side, progress=False)
+        return data.images, data.labels
+
+    names, far = outliers.benchmark_photos(side, log=lambda m: print(m, file=sys.stderr))
+    synthetic = np.stack([image for _, image in outliers.synthetic_images(side)])
+    sets = {"holdout": decode(holdout)[0], "far": far, "synthetic": synthetic}
+    sets["test"], test_labels = decode(test)
+    train_images, train_labels = decode(feature_train)
+
+    def run(images):
+        z, f = [], []
+        for start in range(0, len(images), 64):
+            batch = np.asarray(images[start:start + 64], np.float32)
+            z.append(np.asarray(logits.predict_on_batch(batch)))
+            f.append(np.asarray(features.predict_on_batch(batch)))
+        return np.concatenate(z).astype(np.float64), np.concatenate(f).astype(np.float64)
+
+    outputs = {name: run(images) for name, images in sets.items()}
+    mahalanobis = ood.MahalanobisScore(run(train_images)[1], train_labels)
+    knn = ood.NearestNeighbourScore(run(train_images)[1])
+
+    def softmax(z):
+        e = np.exp(z / temperature - (z / temperature).max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    detectors = {
+        "none-score (max softmax)": lambda z, f: ood.none_scores(softmax(z)),
+        "max logit": lambda z, f: ood.max_logit_score(z),
+        "energy": lambda z, f: ood.energy_score(z),
+        "Mahalanobis": lambda z, f: mahalanobis(f),
+        "kNN (k=10)": lambda z, f: knn(f),
+    }
+    test_top1 = float((outputs["test"][0].argmax(axis=1) == test_labels).mean())
+    results = {"model": str(args.model), "test_top1_single_view": test_top1, "far_photos": len(names),
+               "synthetic": len(synthetic), "detectors": {}}
+    print(f"model {args.model}: test top-1 {test_top1:.2%} (single view); {len(names)} far-OOD photos, "
+          f"{len(synthetic)} synthetic")
+    print("| detector | far-OOD AUROC | FPR95 | far-OOD flagged | synthetic flagged | test flagged |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, score in detectors.items():
+        scores = {key: score(*outputs[key]) for key in outputs}
+        threshold = ood.fit_none_threshold(scores["holdout"])
+        row = {"auroc": ood.auroc(scores["test"], scores["far"]),
+               "fpr95": ood.fpr_at_tpr(scores["test"], scores["far"]),
+               "far_flagged": ood.flagged_share(scores["far"], threshold),
+               "synthetic_flagged": ood.flagged_share(scores["synthetic"], threshold),
+               "test_flagged": ood.flagged_share(scores["test"], threshold), "threshold": threshold}
+        results["detectors"][name] = row
+        print(f"| {name} | {row['auroc']:.3f} | {row['fpr95']:.1%} | {row['far_flagged']:.1%} | "
+              f"{row['synthetic_flagged']:.1%} | {row['test_flagged']:.1%} |")
+    none = ood.none_scores(softmax(outputs["far"][0]))
+    results["far_photo_scores"] = dict(zip(names, map(float, none), strict=True))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

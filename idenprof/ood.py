@@ -1,0 +1,149 @@
+""""None of these": how far a photo is from the ten professions, and how well a score tells.
+
+The model's own probabilities carry the detector. A model fine-tuned with outlier exposure
+(idenprof.outlier_exposure) learned to spread its probability evenly over the classes for photos of
+anything else, so one number read from the probabilities, the none-score, separates them:
+
+    none_score = (1 - p_max) / (1 - 1/C)      0: all on one class ... 1: even over the C classes
+
+It is a function of the top probability alone, so every model format (.keras, .h5, SavedModel,
+LiteRT, ONNX) answers the same, and a top-1 prediction is enough to compute it. Its threshold is
+fitted on the hold-out (the score that `NONE_PASS_RATE` of the hold-out photos stay at or under) and
+stored in calibration.json; a model without one flags nothing, as before.
+
+The other scores here (max logit, energy, Mahalanobis, k-nearest neighbours) are the post-hoc
+baselines bench/ood.py compares it with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# The none threshold lets this share of in-distribution hold-out photos through (95% TPR).
+NONE_PASS_RATE = 0.95
+NONE_RULE = "the none-score that 95% of the hold-out photos stay at or under"
+
+
+def none_score(top_probability: float | np.ndarray, class_count: int) -> float | np.ndarray:
+    """(1 - p_max) / (1 - 1/C), clipped to 0..1: 0 for a certain answer, 1 for even probabilities."""
+    if class_count < 2:
+        raise ValueError(f"a none-score needs at least 2 classes, got {class_count}")
+    score = np.clip((1.0 - np.asarray(top_probability, dtype=np.float64)) / (1.0 - 1.0 / class_count), 0.0, 1.0)
+    return float(score) if score.ndim == 0 else score
+
+
+def none_scores(probabilities: np.ndarray) -> np.ndarray:
+    """none_score of each row of probabilities [N, C]: float64 [N]."""
+    probabilities = np.asarray(probabilities)
+    return none_score(probabilities.max(axis=1), probabilities.shape[1])
+
+
+def fit_none_threshold(known_scores: np.ndarray, pass_rate: float = NONE_PASS_RATE) -> float:
+    """The score at or under which `pass_rate` of `known_scores` (in-distribution photos) lie."""
+    known_scores = np.sort(np.asarray(known_scores, dtype=np.float64))
+    if not len(known_scores):
+        raise ValueError("no in-distribution scores to fit a threshold on")
+    index = min(len(known_scores) - 1, max(0, int(np.ceil(pass_rate * len(known_scores))) - 1))
+    return float(known_scores[index])
+
+
+def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
+    """Area under the ROC curve for telling unknowns (higher score) from knowns: the chance that a
+    random unknown scores above a random known, ties counting half (Mann-Whitney U)."""
+    known = np.asarray(known_scores, dtype=np.float64)
+    unknown = np.asarray(unknown_scores, dtype=np.float64)
+    if not len(known) or not len(unknown):
+        raise ValueError("AUROC needs both known and unknown scores")
+    scores = np.concatenate([known, unknown])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks for ties.
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    unknown_rank_sum = ranks[len(known):].sum()
+    u = unknown_rank_sum - len(unknown) * (len(unknown) + 1) / 2.0
+    return float(u / (len(known) * len(unknown)))
+
+
+def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = NONE_PASS_RATE) -> float:
+    """FPR95: the share of unknowns that pass (score at or under the threshold) when the threshold
+    lets `tpr` of the knowns pass."""
+    threshold = fit_none_threshold(known_scores, tpr)
+    return float(np.mean(np.asarray(unknown_scores) <= threshold))
+
+
+def flagged_share(scores: np.ndarray, threshold: float) -> float:
+    """The share of `scores` above `threshold` (flagged as none of these)."""
+    scores = np.asarray(scores)
+    return float(np.mean(scores > threshold)) if len(scores) else 0.0
+
+
+def read_none_threshold(model_path: Path) -> float | None:
+    """`none_threshold` from the calibration.json beside a model file (inside a SavedModel folder,
+    else beside it); None when there is none or it cannot be read."""
+    from idenprof.calibration import CALIBRATION_FILENAME
+
+    model_path = Path(model_path)
+    for candidate in (model_path / CALIBRATION_FILENAME, model_path.parent / CALIBRATION_FILENAME):
+        if candidate.is_file():
+            try:
+                value = json.loads(candidate.read_text()).get("none_threshold")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return None
+
+
+# Post-hoc baselines (bench/ood.py): each maps model outputs to a score, higher = more unknown.
+
+def max_logit_score(logits: np.ndarray) -> np.ndarray:
+    """-max logit per row of logits [N, C]."""
+    return -np.asarray(logits, dtype=np.float64).max(axis=1)
+
+
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The free energy -T logsumexp(logits / T) per row (Liu et al. 2020)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    top = z.max(axis=1, keepdims=True)
+    return -temperature * (top[:, 0] + np.log(np.exp(z - top).sum(axis=1)))
+
+
+class MahalanobisScore:
+    """Distance of features to the nearest class mean under one shared covariance (Lee et al. 2018)."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray):
+        features = np.asarray(features, dtype=np.float64)
+        classes = np.unique(labels)
+        self.means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+        centred = features - self.means[np.searchsorted(classes, labels)]
+        covariance = centred.T @ centred / len(features)
+        self.precision = np.linalg.pinv(covariance + 1e-6 * np.eye(covariance.shape[0]))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        diff = np.asarray(features, dtype=np.float64)[:, None, :] - self.means[None]
+        distances = np.einsum("nkd,de,nke->nk", diff, self.precision, diff)
+        return distances.min(axis=1)
+
+
+class NearestNeighbourScore:
+    """Cosine distance to the k-th nearest training feature, features L2-normalised (Sun et al. 2022)."""
+
+    def __init__(self, features: np.ndarray, k: int = 10):
+        self.bank = normalise(features)
+        self.k = k
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        similarity = normalise(features) @ self.bank.T
+        kth = np.sort(similarity, axis=1)[:, -self.k]
+        return 1.0 - kth
+
+
+def normalise(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)

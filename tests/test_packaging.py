@@ -173,3 +173,22 @@ def test_the_recipe_line_names_the_regularisation_a_run_used(interim):
     assert packaging.regularisation(resolve_config("cpu", {})) == []
     card = (interim["out"] / "MODEL_CARD.md").read_text()
     assert "px images, flips; seed " in card  # the interim run used none
+
+
+def test_outlier_exposure_fine_tunes_and_stores_a_none_threshold_and_a_card_section(small_dataset, tmp_path):
+    run = make_run(tmp_path, small_dataset, finished=True)
+    logged: list[str] = []
+    out = packaging.package_run(run, None, tmp_path / "pretrained", outlier_exposure=1, log=logged.append)
+    saved = json.loads((out / "calibration.json").read_text())
+    assert 0 < saved["none_threshold"] <= 1 and "95%" in saved["none_rule"]
+    assert any(line.startswith("outlier exposure: 1 epochs") for line in logged)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## None of these" in card and f"{saved['none_threshold']:.4f}" in card
+    report = json.loads((out / "test_report.json").read_text())
+    assert report["none_of_these"]["none_threshold"] == saved["none_threshold"]
+
+
+def test_without_outlier_exposure_there_is_no_none_threshold(interim):
+    saved = json.loads((interim["out"] / "calibration.json").read_text())
+    assert saved["none_threshold"] is None
+    assert "## None of these" not in (interim["out"] / "MODEL_CARD.md").read_text()

@@ -167,12 +167,52 @@ def resolve_config(preset: str | None, overrides: dict) -> TrainConfig:
     return config
 
 
+# What each annotation of TrainConfig accepts (a config file can hold any JSON).
+_KINDS = {
+    "int": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and TensorFlow's seeding accept
+
+
+def check_setting_types(values: dict) -> None:
+    """Each value has its TrainConfig field's type (JSON's true is not 1, "0.001" is not a number).
+
+    Raises:
+        ConfigError: one line naming the first setting of the wrong type.
+    """
+    annotations = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for name, value in values.items():
+        annotation = annotations.get(name)
+        if annotation is None:
+            continue
+        optional = annotation.endswith(" | None")
+        base = annotation.removesuffix(" | None")
+        if value is None and optional:
+            continue
+        if base.startswith("list["):
+            word, accepts = _KINDS[base[5:-1]]
+            ok = isinstance(value, list) and all(accepts(item) for item in value)
+            wanted = f"a list of {word.removeprefix('a ')}s"
+        else:
+            wanted, accepts = _KINDS[base]
+            ok = accepts(value)
+        if not ok:
+            raise ConfigError(f"setting {name!r} (--{name.replace('_', '-')}) must be {wanted}"
+                              f"{' or null' if optional else ''}, got {json.dumps(value)}")
+
+
 def validate_config(c: TrainConfig) -> None:
     """Every check of a setting's value, in one place, with the flag's name in the message.
 
     Raises:
         ConfigError: the first setting that cannot work.
     """
+    check_setting_types(dataclasses.asdict(c))
+    if not SEED_RANGE[0] <= c.seed <= SEED_RANGE[1]:
+        raise ConfigError(f"--seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {c.seed}")
     for f in dataclasses.fields(c):
         values = getattr(c, f.name)
         for value in values if isinstance(values, list) else [values]:

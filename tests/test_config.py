@@ -97,3 +97,22 @@ def test_sizes_off_the_network_stride_get_a_note_naming_the_nearest_good_sizes()
     assert note.startswith("--image-size 90 is not a multiple of 16") and "80 or 96" in note
     [note] = size_notes(resolve_config(None, {"image_size": 200}))  # imagenet stem: stride 32
     assert "192 or 224" in note
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epochs": "two"}, "setting 'epochs' (--epochs) must be a whole number, got \"two\""),
+    ({"epochs": 2.7}, "'epochs' (--epochs) must be a whole number, got 2.7"),
+    ({"epochs": True}, "'epochs' (--epochs) must be a whole number, got true"),
+    ({"lr": "0.001"}, "'lr' (--lr) must be a number, got \"0.001\""),
+    ({"lr_boundaries": [[80], 120]}, "'lr_boundaries' (--lr-boundaries) must be a list of whole numbers"),
+    ({"data_dir": 123}, "'data_dir' (--data-dir) must be a string or null, got 123"),
+    ({"flip": "no"}, "'flip' (--flip) must be true or false, got \"no\""),
+    ({"crop_scale": "0.5,1"}, "'crop_scale' (--crop-scale) must be a list of numbers or null"),
+    ({"seed": -1}, "--seed must be a whole number from 0 to 4294967295, got -1"),
+    ({"seed": 99999999999999999999}, "--seed must be a whole number from 0 to 4294967295"),
+], ids=["epochs-word", "epochs-fraction", "epochs-bool", "lr-string", "nested-list", "data-dir-number",
+        "flip-string", "crop-scale-string", "seed-negative", "seed-huge"])
+def test_every_setting_is_type_checked_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_config("cpu", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -139,3 +139,20 @@ def test_train_py_replays_a_config_file_and_refuses_it_with_a_preset(users_run, 
 def test_bad_values_of_the_new_flags(flag, value, message, tmp_path):
     result = run_train(["--data-dir", tmp_path, flag, value])
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("case", ["config-epochs-word", "seed-negative", "seed-huge"])
+def test_a_mistyped_setting_is_one_line_and_writes_no_run_folder(tmp_path, case):
+    run_dir = tmp_path / "run"
+    if case == "config-epochs-word":
+        saved = {"config": {**json.loads(resolve_config("cpu", {}).to_json()), "epochs": "two"}}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        args = ["--config", tmp_path / "config.json", "--run-dir", run_dir]
+    else:
+        args = ["--preset", "cpu", "--seed", "-1" if case == "seed-negative" else "99999999999999999999",
+                "--run-dir", run_dir]
+    result = run_train(args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert ("'epochs'" if case == "config-epochs-word" else "--seed must be") in result.stderr
+    assert not run_dir.exists()

@@ -26,10 +26,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from idenprof.classifier import Classifier
 from idenprof.data.imaging import ImageError, ImageTooLargeError, NotAnImageError
@@ -40,11 +41,15 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_FIELD = "image"
 # Room for the multipart boundaries and part headers around an upload of the maximum size.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
-# The page may load only what this server sends: no CDN, fonts or analytics, even by mistake.
+# RFC 2046: a multipart boundary has 1 to 70 characters.
+MAX_BOUNDARY_CHARS = 70
+# The page may load only what this server sends: no CDN, fonts or analytics, even by mistake; and
+# no other site may frame it. Sent on every response, with nosniff, so no path serves the page bare.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 
 class ApiError(Exception):
@@ -60,6 +65,15 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
     """The FastAPI app serving `classifier` (already loaded); uploads over `max_upload_bytes`
     are refused with 413."""
     app = FastAPI(title="idenprof", docs_url=None, redoc_url=None, openapi_url=None)
+    # No redirect from /static to /static/: Starlette builds it from the request's Host header,
+    # which a client chooses.
+    app.router.redirect_slashes = False
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -96,9 +110,7 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
 
     @app.get("/", include_in_schema=False)
     async def page():
-        return FileResponse(
-            STATIC_DIR / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY}
-        )
+        return FileResponse(STATIC_DIR / "index.html")
 
     @app.post("/api/predict")
     async def predict(
@@ -146,12 +158,16 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     Refuses (ApiError 413) an image over `max_upload_bytes`: a body whose Content-Length already
     says it is too large before reading any of it, else as soon as the stream passes the limit (a client can
     lie about, or omit, Content-Length). 415 when the body is not multipart/form-data, 422 when
-    it has no `image` field, 400 when the multipart framing is broken.
+    it has no `image` field, 400 when the multipart framing is broken, its boundary is over 70
+    characters, it holds several `image` fields, or the client goes away mid-upload.
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise ApiError(415, f"send the photo as multipart/form-data in the field {IMAGE_FIELD!r}")
+    if len(boundary) > MAX_BOUNDARY_CHARS:
+        raise ApiError(400, f"malformed multipart body (a boundary of {len(boundary)} characters; "
+                            f"at most {MAX_BOUNDARY_CHARS})")
     max_body_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     too_large = ApiError(413, f"upload larger than the {max_upload_bytes / 2**20:g} MB limit")
     declared = request.headers.get("content-length", "")
@@ -172,6 +188,8 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
             current["name"] = parse_options_header(current["value"])[1].get(b"name", b"").decode(
                 "utf-8", "replace")
             if current["name"] == IMAGE_FIELD:  # an empty upload is still an upload
+                if IMAGE_FIELD in fields:
+                    raise ApiError(400, f"several {IMAGE_FIELD!r} fields; send one photo per request")
                 fields.setdefault(IMAGE_FIELD, bytearray())
         current["header"], current["value"] = b"", b""
 
@@ -198,8 +216,11 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
                 raise too_large
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as e:
+    except (MultipartParseError, FormParserError) as e:
         raise ApiError(400, f"malformed multipart body ({e})") from None
+    except ClientDisconnect:
+        # Nobody is left to read an answer; a quiet 400 instead of a logged traceback.
+        raise ApiError(400, "the client went away before the upload ended") from None
     if IMAGE_FIELD not in fields:
         raise ApiError(422, f"no {IMAGE_FIELD!r} field in the form; send the photo in it")
     return bytes(fields[IMAGE_FIELD])

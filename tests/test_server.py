@@ -142,6 +142,41 @@ def test_the_page_and_its_files_are_served_and_name_no_other_host(client):
         assert "http:" not in text and "https:" not in text and "//" + "cdn" not in text
 
 
+def test_every_response_carries_nosniff_and_the_policy_and_no_path_serves_the_page_bare(client, photos):
+    responses = [client.get("/"), client.get("/static/index.html"), client.get("/static/app.js"),
+                 client.get("/healthz"), client.get("/api/nothing"), post_image(client, photos[0].read_bytes())]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
+
+
+def test_no_redirect_is_built_from_a_host_the_client_chose(client):
+    response = client.get("/static", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404 and "evil.example" not in response.headers.get("location", "")
+
+
+def multipart_parts(boundary: str, parts: list[tuple[str, bytes]]) -> bytes:
+    body = b""
+    for name, data in parts:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x.jpg\"\r\n"
+                 "Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("case", ["boundary-257", "two-images"])
+def test_a_long_boundary_or_two_images_are_400_with_a_json_error(client, photos, case):
+    photo = photos[0].read_bytes()
+    boundary = "b" * 257 if case == "boundary-257" else "plainboundary"
+    parts = [("image", photo)] * (2 if case == "two-images" else 1)
+    response = client.post("/api/predict", content=multipart_parts(boundary, parts),
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400, response.text
+    assert ("70" if case == "boundary-257" else "one photo per request") in response.json()["error"]
+    good = client.post("/api/predict", content=multipart_parts("plainboundary", [("image", photo)]),
+                       headers={"Content-Type": "multipart/form-data; boundary=plainboundary"})
+    assert good.status_code == 200
+
+
 # ----- errors: status, one JSON line, and the server keeps answering -----
 
 def test_every_bad_request_gets_its_status_and_a_json_error_then_good_ones_still_work(
@@ -170,6 +205,20 @@ def test_every_bad_request_gets_its_status_and_a_json_error_then_good_ones_still
         assert post_image(client, photo).json() == expected, f"after {problem}"
     assert "astronaut" in cases["unknown class"][1]().json()["error"]
     assert "decompression bomb" in cases["decompression bomb"][1]().json()["error"]
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_no_traceback_in_the_log(tflite, photos):
+    body, content_type = multipart(photos[0].read_bytes())
+    with running_server("--model", str(tflite), "--log-level", "info") as (url, process):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:2000])
+            time.sleep(0.3)
+        assert http_post(url + "api/predict", body, content_type)[0] == 200
+    log = process.stderr.read() + process.stdout.read()
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_a_20_mb_upload_is_refused_with_413_from_its_content_length(client, photos):

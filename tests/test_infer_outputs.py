@@ -90,6 +90,41 @@ def test_a_url_over_the_size_limit_or_unreachable_is_refused(photos):
         fetch_image("http://127.0.0.1:9/photo.jpg", timeout_s=2)
 
 
+def test_a_server_trickling_bytes_is_cut_off_at_the_total_deadline():
+    import http.server
+    import threading
+    import time
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):  # one byte every 0.2 s: each read is quick, the whole is not
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImageError, match="not fetched within 2 s"):
+            fetch_image(f"http://127.0.0.1:{server.server_address[1]}/slow.jpg", timeout_s=2)
+        assert time.monotonic() - started < 4
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_large_folder_streams_in_batches(small_dataset, tmp_path, tflite):
     """Every image of a folder is predicted, batch by batch, into one output row each."""
     folder = tmp_path / "many"

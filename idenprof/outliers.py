@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from idenprof.data.imaging import IMAGE_EXTENSIONS, ImageError, load_image_rgb, resize_square
+from idenprof.data.imaging import IMAGE_EXTENSIONS, PIL_FORMATS, ImageError, load_image_rgb, resize_square
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def source_files(sources) -> tuple[list[tuple[str, Path]], list[str]]:
 
 def load_rgba(path: Path, size: int) -> np.ndarray:
     """uint8 RGBA [size, size, 4] of an image file, resized whole (alpha 255 where it has none)."""
-    with Image.open(path) as image:
+    with Image.open(path, formats=PIL_FORMATS) as image:
         image.draft("RGB", (size * 2, size * 2))
         rgba = image.convert("RGBA")
     return np.asarray(resize_square(rgba, size), dtype=np.uint8)

@@ -59,3 +59,29 @@ def test_an_unreadable_file_says_permission_denied(tmp_path, photos, monkeypatch
     monkeypatch.undo()
     assert load_image_rgb(target).shape[2] == 3
     assert isinstance(Image.open(target), Image.Image)
+
+
+@pytest.mark.parametrize("pil_format, suffix", [
+    ("TIFF", ".tif"), ("PPM", ".ppm"), ("TGA", ".tga"), ("ICO", ".ico"), ("PCX", ".pcx"), ("SGI", ".sgi"),
+    ("IM", ".im"), ("EPS", ".eps"),
+])
+def test_only_the_promised_formats_are_decoded_whatever_the_file_is_called(tmp_path, pil_format, suffix):
+    """JPEG, PNG, WebP, BMP and GIF only: Pillow would read these too, and for EPS run Ghostscript."""
+    from idenprof.data.imaging import NotAnImageError
+
+    image = Image.new("RGB", (16, 16), (200, 30, 30))
+    for name in (f"photo{suffix}", "photo.jpg"):  # its own name, and disguised as a JPEG
+        path = tmp_path / name
+        image.save(path, format=pil_format)
+        with pytest.raises(NotAnImageError, match="JPEG, PNG, WebP, BMP or GIF") as err:
+            load_image_rgb(path)
+        assert "Ghostscript" not in str(err.value)
+        with pytest.raises(NotAnImageError):
+            load_image_rgb(path.read_bytes())
+
+
+@pytest.mark.parametrize("pil_format", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
+def test_the_promised_formats_are_decoded(tmp_path, pil_format):
+    path = tmp_path / f"photo.{pil_format.lower()}"
+    Image.new("RGB", (16, 12), (200, 30, 30)).save(path, format=pil_format)
+    assert load_image_rgb(path).shape == (12, 16, 3)

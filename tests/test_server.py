@@ -150,6 +150,14 @@ def test_every_response_carries_nosniff_and_the_policy_and_no_path_serves_the_pa
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
 
 
+@pytest.mark.parametrize("pil_format", ["TIFF", "EPS", "PPM"])
+def test_a_format_we_do_not_promise_is_415(client, pil_format):
+    data = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(data, format=pil_format)
+    response = post_image(client, data.getvalue())
+    assert response.status_code == 415 and "JPEG, PNG, WebP, BMP or GIF" in response.json()["error"]
+
+
 def test_no_redirect_is_built_from_a_host_the_client_chose(client):
     response = client.get("/static", headers={"Host": "evil.example"}, follow_redirects=False)
     assert response.status_code == 404 and "evil.example" not in response.headers.get("location", "")

@@ -18,6 +18,10 @@ from idenprof.errors import IdenprofError
 # Pillow's own default bomb limit (~89 megapixels) is a warning; we make twice it an error.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+# The formats we promise, and the only decoders Pillow may try: a TIFF, EPS (which would run
+# Ghostscript), PPM or ICO is "not an image" here, whatever its name.
+PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+FORMATS_TEXT = "JPEG, PNG, WebP, BMP or GIF"
 
 
 class ImageError(IdenprofError):
@@ -122,7 +126,7 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             fp = io.BytesIO(source) if isinstance(source, bytes) else source
-            with Image.open(fp) as image:
+            with Image.open(fp, formats=PIL_FORMATS) as image:
                 refuse_huge(image, name)  # before draft() shrinks the declared size
                 if size is not None and image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when we will shrink anyway.
@@ -137,7 +141,7 @@ def load_image_rgb(source: str | Path | bytes, size: int | None = None) -> np.nd
     except IsADirectoryError:
         raise ImageError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise NotAnImageError(f"{name}: not an image file (or an unsupported format)") from None
+        raise NotAnImageError(f"{name}: not an image file in a format we read ({FORMATS_TEXT})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(
             f"{name}: image too large to be a photo (possible decompression bomb); resize it first"

@@ -51,10 +51,20 @@ def check_free_space(path: Path, needed_bytes: int) -> None:
     path = Path(path)
     free = shutil.disk_usage(path.parent).free
     if free < needed_bytes:
+        needed, available = distinct_mib(needed_bytes, free)
         raise IdenprofError(
-            f"disk full: saving {path} needs about {needed_bytes / 2**20:.0f} MiB and "
-            f"{free / 2**20:.0f} MiB are free; free some space and run the same command to resume"
+            f"disk full: saving {path} needs about {needed} MiB and "
+            f"{available} MiB are free; free some space and run the same command to resume"
         )
+
+
+def distinct_mib(larger: int, smaller: int) -> tuple[str, str]:
+    """Two byte counts in MiB with just enough decimals (up to 3) to show that they differ."""
+    for decimals in range(4):
+        a, b = f"{larger / 2**20:.{decimals}f}", f"{smaller / 2**20:.{decimals}f}"
+        if a != b:
+            break
+    return a, b
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], suffix: str | None = None,

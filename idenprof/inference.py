@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from idenprof.class_index import read_class_index
-from idenprof.data.imaging import is_image_filename, load_image_rgb
+from idenprof.data.imaging import is_listed_image, load_image_rgb
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError, one_line
 from idenprof.run_folder import (
     CLASS_INDEX_FILENAME,
@@ -392,14 +392,11 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[str], 
             found = [arg]
         elif os.path.isdir(arg):
             candidates = Path(arg).rglob("*") if recursive else Path(arg).iterdir()
-            found = sorted(str(p) for p in candidates if p.is_file() and is_image_filename(p))
+            found = sorted(str(p) for p in candidates if is_listed_image(p))
             if not found:
                 errors.append(InputError(arg, f"{arg}: folder has no image files"))
         elif any(c in arg for c in GLOB_CHARS):
-            found = sorted(
-                p for p in glob.glob(arg, recursive=True)
-                if os.path.isfile(p) and is_image_filename(p)
-            )
+            found = sorted(p for p in glob.glob(arg, recursive=True) if is_listed_image(Path(p)))
             if not found:
                 errors.append(InputError(arg, f"{arg}: pattern matches no image files"))
         else:

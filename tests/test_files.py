@@ -147,3 +147,10 @@ def test_training_end_waits_for_the_queue_before_recording_training_done(tmp_pat
     assert json.loads(run.training_done_path.read_text())["epochs"] == 1
     assert not run.backup_dir.exists()
     writer.close()
+
+
+def test_the_disk_full_message_never_shows_two_equal_sizes():
+    from idenprof.files import distinct_mib
+
+    assert distinct_mib(9 * 2**20 + 300_000, 9 * 2**20 + 100_000) == ("9.3", "9.1")
+    assert distinct_mib(40 * 2**20, 3 * 2**20) == ("40", "3")

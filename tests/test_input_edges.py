@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -85,3 +86,32 @@ def test_the_promised_formats_are_decoded(tmp_path, pil_format):
     path = tmp_path / f"photo.{pil_format.lower()}"
     Image.new("RGB", (16, 12), (200, 30, 30)).save(path, format=pil_format)
     assert load_image_rgb(path).shape == (12, 16, 3)
+
+
+def test_a_dangling_image_link_in_a_folder_is_named_by_infer_and_evaluate(tmp_path, small_dataset, export_dir):
+    import subprocess
+    import sys
+
+    from archive_subsets import REPO_ROOT
+
+    photos = tmp_path / "photos" / "chef"
+    photos.mkdir(parents=True)
+    shutil.copy(sorted((small_dataset / "test" / "chef").glob("*.jpg"))[0], photos / "real.jpg")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    model = str(export_dir / "model.tflite")
+    runs = (("infer.py", [str(photos)]), ("evaluate.py", [str(photos.parent), "--out", str(tmp_path / "e")]))
+    for script, args in runs:
+        result = subprocess.run([sys.executable, str(REPO_ROOT / script), "--model", model, *args],
+                                capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 1, (script, result.stderr[-2000:])
+        assert "gone.jpg" in result.stderr and "Traceback" not in result.stderr, script
+
+
+def test_float_pixels_scaled_to_0_1_are_refused_with_what_to_do():
+    from idenprof.data.imaging import rgb_pixels
+
+    scaled = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)  # 0..1
+    with pytest.raises(ImageError, match=r"look scaled to 0..1; pass 0..255 \(multiply by 255\)"):
+        rgb_pixels(scaled)
+    assert rgb_pixels(scaled * 255).shape == (8, 8, 3)
+    assert rgb_pixels(np.zeros((8, 8, 3), np.float32)).max() == 0  # black is black

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idenprof.errors import DatasetError
-from idenprof.data.imaging import IMAGE_EXTENSIONS, is_image_filename
+from idenprof.data.imaging import IMAGE_EXTENSIONS, is_image_filename, is_listed_image
 
 Sample = tuple[str, int]  # (image file path, class index)
 # Scanned when present: a validation split of the user's own, used instead of a hold-out.
@@ -191,7 +191,8 @@ def scan_class_folders(root: Path) -> dict[str, list[str]]:
     classes = _subfolders(root)
     if not classes:
         raise DatasetError(f"{root} has no class folders; put each class's photos in a subfolder named after it")
-    return {name: _image_files(root / name) for name in classes}
+    # Dangling links named like images are listed: evaluation then names each as unreadable.
+    return {name: sorted(str(p) for p in (root / name).iterdir() if is_listed_image(p)) for name in classes}
 
 
 def stratified_split(

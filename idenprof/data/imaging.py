@@ -40,6 +40,12 @@ def is_image_filename(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+def is_listed_image(path: Path) -> bool:
+    """Whether a folder listing for prediction takes `path`: an image file, or a link named like
+    one that leads nowhere (kept, so that reading it names the problem instead of skipping it)."""
+    return is_image_filename(path) and (path.is_file() or (path.is_symlink() and not path.exists()))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB; alpha composited on white."""
     if image.mode == "RGB":
@@ -102,6 +108,10 @@ def array_to_image(pixels: np.ndarray, name: str = "<array>") -> Image.Image:
         finite = np.isfinite(pixels).all()
         if not finite or pixels.min() < 0 or pixels.max() > 255:
             raise ImageError(f"{name}: pixel values must be 0..255 (not 0..1), finite")
+        if np.issubdtype(pixels.dtype, np.floating) and 0 < pixels.max() <= 1.0:
+            # A photo in 0..255 whose brightest pixel is 1 is all but black: these are 0..1 pixels.
+            raise ImageError(f"{name}: float pixels all within 0..1 look scaled to 0..1; pass 0..255 "
+                             "(multiply by 255)")
         pixels = np.rint(pixels).astype(np.uint8)
     return Image.fromarray(pixels)
 

@@ -337,6 +337,19 @@ def test_a_zip_bomb_is_refused_before_writing_anything(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_many_small_members_adding_up_to_a_bomb_are_refused_before_writing_anything(tmp_path):
+    bomb = tmp_path / "many.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("idenprof/test/a/1.jpg", b"1")
+        for i in range(100):  # each member 1 MiB, under the per-member check; 100 MiB in all
+            z.writestr(f"idenprof/train/a/{i}.jpg", bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(DatasetError, match=r"in 101 members \(over 50:1 in all") as err:
+        extract_archive(bomb, tmp_path / "out" / "idenprof")
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_an_archive_declaring_more_than_a_dataset_needs_is_refused(tmp_path, small_archive, monkeypatch):
     import idenprof.data.download as download
 

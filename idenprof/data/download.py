@@ -43,6 +43,7 @@ CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-\d+/(\d+)$")
 # bomb, not an image dataset.
 MAX_COMPRESSION_RATIO = 50
 MIN_RATIO_CHECK_BYTES = 1 << 20
+MIN_TOTAL_RATIO_CHECK_BYTES = 64 << 20  # the whole archive's ratio, past this many bytes
 MAX_EXTRACTED_BYTES = 64 << 30
 
 
@@ -326,6 +327,14 @@ def _check_sizes(archive: Path, members: list[zipfile.ZipInfo]) -> None:
                 f"(over {MAX_COMPRESSION_RATIO}:1, which photos never compress); refusing to extract it: "
                 f"{BY_HAND} from a trusted source"
             )
+    packed = sum(m.compress_size for m in members)
+    if total > MIN_TOTAL_RATIO_CHECK_BYTES and total > MAX_COMPRESSION_RATIO * max(1, packed):
+        # Many small members each under the per-member check can still add up to a bomb.
+        raise DatasetError(
+            f"{archive} would inflate {packed} bytes to {total} in {len(members)} members (over "
+            f"{MAX_COMPRESSION_RATIO}:1 in all, which photos never compress); refusing to extract it: "
+            f"{BY_HAND} from a trusted source"
+        )
 
 
 def _local_path(data_url: str) -> Path | None:

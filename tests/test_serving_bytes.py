@@ -92,6 +92,33 @@ def test_a_png_declaring_too_many_pixels_is_refused_before_decoding():
         decode(tf.constant(bomb))
 
 
+def webp_lossless_header(width: int, height: int) -> bytes:
+    """The first 34 bytes of a lossless WebP declaring width x height (no pixel data)."""
+    bits = (width - 1) | (height - 1) << 14
+    body = b"VP8L" + struct.pack("<I", 5) + b"\x2f" + struct.pack("<I", bits) + b"\0" * 9
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+@pytest.mark.parametrize("kind", ["lossless-header", "lossy", "lossless", "extended"])
+def test_webp_sides_are_read_from_the_header_and_a_huge_one_is_refused(kind):
+    from idenprof.data.graph_imaging import header_size
+
+    if kind == "lossless-header":
+        data, expected = webp_lossless_header(13500, 13500), (13500, 13500)
+        assert len(data) == 34
+        with pytest.raises(tf.errors.InvalidArgumentError, match="possible decompression bomb"):
+            decode(tf.constant(data))
+    else:
+        image = Image.fromarray(gradient(123, 77))
+        options = {"lossy": {"quality": 80}, "lossless": {"lossless": True},
+                   "extended": {"quality": 80, "exif": Image.Exif().tobytes() + b"x"}}[kind]
+        data, expected = encode(image, "WEBP", **options), (77, 123)
+    encoded = tf.constant(data)
+    head = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 0, 4096) + b"\0" * 4096, tf.uint8), tf.int64)
+    is_jpeg, is_png = tf.constant(False), tf.constant(False)
+    assert tuple(int(v) for v in header_size(encoded, head, is_jpeg, is_png)) == expected
+
+
 def test_the_exported_signature_decodes_like_infer_py(export_dir):
     loaded = tf.saved_model.load(str(export_dir / "saved_model"))
     encoded = [CASES["exif-6"], CASES["gray16-png"]]

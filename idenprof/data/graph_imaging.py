@@ -67,14 +67,29 @@ def header_size(encoded, head, is_jpeg, is_png) -> tuple[tf.Tensor, tf.Tensor]:
     is_bmp = tf.strings.substr(encoded, 0, 2) == b"BM"
     bmp_height = little_endian(head, 22, 4)
     bmp_height = tf.abs(tf.where(bmp_height >= 2**31, bmp_height - 2**32, bmp_height))  # top-down BMPs
+    is_webp = (tf.strings.substr(encoded, 0, 4) == b"RIFF") & (tf.strings.substr(encoded, 8, 4) == b"WEBP")
     shape = tf.case(
         [(is_jpeg, lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)),
          (is_png, lambda: tf.stack([big_endian(head, 20, 4), big_endian(head, 16, 4)])),
          (is_gif, lambda: tf.stack([little_endian(head, 8, 2), little_endian(head, 6, 2)])),
-         (is_bmp, lambda: tf.stack([bmp_height, little_endian(head, 18, 4)]))],
+         (is_bmp, lambda: tf.stack([bmp_height, little_endian(head, 18, 4)])),
+         (is_webp, lambda: webp_size(encoded, head))],
         default=lambda: tf.zeros([2], tf.int64),
     )
     return shape[0], shape[1]
+
+
+def webp_size(encoded, head) -> tf.Tensor:
+    """[height, width] int64 of a WebP file from its first chunk: VP8X (the canvas, 24-bit sides
+    minus one), VP8L (lossless: 14-bit sides minus one after the 0x2f signature) or VP8 (lossy: 14-bit
+    sides after the 9d 01 2a start code)."""
+    chunk = tf.strings.substr(encoded, 12, 4)
+    lossless = little_endian(head, 21, 4)
+    return tf.case(
+        [(chunk == b"VP8X", lambda: tf.stack([little_endian(head, 27, 3) + 1, little_endian(head, 24, 3) + 1])),
+         (chunk == b"VP8L", lambda: tf.stack([(lossless // (1 << 14)) % (1 << 14) + 1, lossless % (1 << 14) + 1]))],
+        default=lambda: tf.stack([little_endian(head, 28, 2) % (1 << 14), little_endian(head, 26, 2) % (1 << 14)]),
+    )
 
 
 def decode_jpeg_like_pil(encoded, head, height, width, size: int) -> tf.Tensor:

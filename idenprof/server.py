@@ -13,13 +13,17 @@
 Errors are JSON {"error": "..."}: 400 unreadable image, 413 upload over the limit (refused from
 Content-Length before reading, else as soon as the stream passes it) or an image with too many
 pixels (refused from its header, not decoded), 415 not an image (or not multipart), 422 bad
-parameters, 501 heat map without a Keras model. Uploads stay in memory, never on disk; model
-calls run in a thread pool, so a slow upload does not hold up other requests.
+parameters, 501 heat map without a Keras model, 503 (with Retry-After) when too many photos are
+waiting: one photo is decoded and predicted at a time, which bounds the server's memory. Uploads
+stay in memory, never on disk; model calls run in a thread pool, so a slow upload does not hold up
+other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
@@ -41,6 +45,12 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_FIELD = "image"
 # Room for the multipart boundaries and part headers around an upload of the maximum size.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
+# Photos decoded and predicted at once: a legal 8000x8000 PNG takes about 0.5 GB to decode, so
+# concurrent decodes, not model calls, set the server's peak memory (docs/BENCHMARKS.md).
+DEFAULT_DECODE_SLOTS = 1
+# Requests waiting for a slot beyond this get 503 with Retry-After instead of piling up.
+DEFAULT_MAX_WAITING = 32
+RETRY_AFTER_S = 2
 # RFC 2046: a multipart boundary has 1 to 70 characters.
 MAX_BOUNDARY_CHARS = 70
 # The page may load only what this server sends: no CDN, fonts or analytics, even by mistake; and
@@ -52,6 +62,30 @@ CONTENT_SECURITY_POLICY = (
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 
+class Admission:
+    """At most `slots` requests decode and predict at once; at most `max_waiting` wait for a slot,
+    and the next one is refused (ApiError 503)."""
+
+    def __init__(self, slots: int = DEFAULT_DECODE_SLOTS, max_waiting: int = DEFAULT_MAX_WAITING):
+        self.semaphore = asyncio.Semaphore(slots)
+        self.max_waiting = max_waiting
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        if self.semaphore.locked() and self.waiting >= self.max_waiting:
+            raise ApiError(503, f"busy: {self.waiting} photos are waiting; try again in a few seconds")
+        self.waiting += 1
+        try:
+            await self.semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.semaphore.release()
+
+
 class ApiError(Exception):
     """A request the API refuses: HTTP `status` and a one-line message for {"error": ...}."""
 
@@ -61,9 +95,12 @@ class ApiError(Exception):
         self.message = message
 
 
-def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               decode_slots: int = DEFAULT_DECODE_SLOTS, max_waiting: int = DEFAULT_MAX_WAITING) -> FastAPI:
     """The FastAPI app serving `classifier` (already loaded); uploads over `max_upload_bytes`
-    are refused with 413."""
+    are refused with 413; `decode_slots` photos are decoded and predicted at once, and beyond
+    `max_waiting` waiting requests the next gets 503."""
+    admission = Admission(decode_slots, max_waiting)
     app = FastAPI(title="idenprof", docs_url=None, redoc_url=None, openapi_url=None)
     # No redirect from /static to /static/: Starlette builds it from the request's Host header,
     # which a client chooses.
@@ -79,8 +116,10 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
     async def api_error(request: Request, error: ApiError):
         # After a 413 the rest of the body is unread: closing the connection stops the client
         # sending it (otherwise the server would have to receive and discard it all).
-        close = {"Connection": "close"} if error.status == 413 else None
-        return JSONResponse({"error": error.message}, status_code=error.status, headers=close)
+        headers = {"Connection": "close"} if error.status == 413 else None
+        if error.status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, error: RequestValidationError):
@@ -128,12 +167,13 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
                                 f"{classifier.model_path.name}; this server has none")
         upload = await read_upload(request, max_upload_bytes)
         try:
-            predictions = await run_in_threadpool(classifier.predict, upload, top, tta)
-            answer = classifier.prediction_json(predictions)
-            if heatmap:
-                heat = await run_in_threadpool(classifier.heatmap, upload, class_name)
-                answer["heatmap"] = png_data_url(heat.png)
-                answer["heatmap_class"] = heat.class_name
+            async with admission.slot():
+                predictions = await run_in_threadpool(classifier.predict, upload, top, tta)
+                answer = classifier.prediction_json(predictions)
+                if heatmap:
+                    heat = await run_in_threadpool(classifier.heatmap, upload, class_name)
+                    answer["heatmap"] = png_data_url(heat.png)
+                    answer["heatmap_class"] = heat.class_name
         except NotAnImageError:
             raise ApiError(415, "not an image: send a JPEG, PNG, WebP, BMP or GIF photo") from None
         except ImageTooLargeError as e:

@@ -363,3 +363,33 @@ def test_a_densenet_of_another_dataset_is_served_with_its_own_classes_and_heat_m
     assert sorted(p["class"] for p in answer["predictions"]) == sorted(FASHION_NAMES)
     assert answer["heatmap_class"] == answer["predictions"][0]["class"]
     assert decoded_heatmap(answer).size == (28, 28)
+
+
+def test_admission_lets_one_decode_run_queues_the_next_and_refuses_past_the_queue():
+    import asyncio
+
+    from idenprof.server import Admission, ApiError
+
+    async def scenario():
+        admission = Admission(slots=1, max_waiting=1)
+        order, release = [], asyncio.Event()
+
+        async def request(name):
+            try:
+                async with admission.slot():
+                    order.append(f"{name} in")
+                    await release.wait()
+                    order.append(f"{name} out")
+            except ApiError as e:
+                order.append(f"{name} {e.status}")
+
+        first = asyncio.create_task(request("a"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(request("b"))  # waits for a's slot
+        await asyncio.sleep(0.01)
+        await request("c")  # the queue is full: refused at once
+        release.set()
+        await asyncio.gather(first, second)
+        return order
+
+    assert asyncio.run(scenario()) == ["a in", "c 503", "a out", "b in", "b out"]

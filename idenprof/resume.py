@@ -27,9 +27,6 @@ from idenprof.errors import ConfigError
 from idenprof.files import TEMP_GLOB, write_text_atomically
 from idenprof.run_folder import RunFolder
 
-# Keras' own BackupAndRestore files, in a run started before resume.json existed.
-KERAS_BACKUP_METADATA = "training_metadata.json"
-
 
 @contextlib.contextmanager
 def lock_run_folder(run: RunFolder):
@@ -55,13 +52,8 @@ def lock_run_folder(run: RunFolder):
 
 
 def committed_epochs(run: RunFolder) -> int:
-    """Epochs whose training state is committed: from resume.json, else a legacy Keras backup,
-    else training_done.json's count; 0 when the run has none."""
-    for path, key in ((run.resume_state_path, "epoch"), (run.backup_dir / KERAS_BACKUP_METADATA, "epoch"),
-                      (run.training_done_path, "epochs")):
-        if path.is_file():
-            return int(json.loads(path.read_text())[key])
-    return 0
+    """Epochs whose training state is committed (`RunFolder.committed_epochs`); 0 when the run has none."""
+    return run.committed_epochs() or 0
 
 
 def discard_uncommitted(run: RunFolder) -> int:

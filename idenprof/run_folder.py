@@ -51,6 +51,8 @@ OUTPUT_KEY = "probabilities"
 # second; both start without TensorFlow (docs/BENCHMARKS.md).
 EXPORT_PREFERENCE = ("tflite", "onnx", "keras", "h5", "saved_model")
 LOCK_FILENAME = ".lock"
+# Keras' own BackupAndRestore files, in a run started before resume.json existed.
+KERAS_BACKUP_METADATA = "training_metadata.json"
 TRAINING_DONE_FILENAME = "training_done.json"
 RESUME_STATE_FILENAME = "resume.json"
 
@@ -213,11 +215,22 @@ class RunFolder:
                     found.append(Checkpoint(parsed[1], parsed[0], path))
         return sorted(found)
 
+    def committed_epochs(self) -> int | None:
+        """Epochs whose training state is committed: from backup/resume.json, else a legacy Keras
+        backup, else training_done.json's count; None when no such file says."""
+        for path, key in ((self.resume_state_path, "epoch"), (self.backup_dir / KERAS_BACKUP_METADATA, "epoch"),
+                          (self.training_done_path, "epochs")):
+            if path.is_file():
+                return int(json.loads(path.read_text())[key])
+        return None
+
     def kept_checkpoint(self, keep: str | None = None) -> Checkpoint | None:
         """The kept `.keras` checkpoint, else the kept `.h5` one, by the rule `keep` (default: the
-        run's, see `keep`); None when there is none."""
+        run's, see `keep`), among the committed epochs' (a process killed while saving leaves a
+        checkpoint of an epoch the resume state does not name yet); None when there is none."""
+        committed = self.committed_epochs()
         for suffix in (".keras", ".h5"):
-            found = self.checkpoints(suffix)
+            found = [c for c in self.checkpoints(suffix) if committed is None or c.epoch <= committed]
             if found:
                 return kept_by_rule(found, keep or self.keep)
         return None

@@ -122,6 +122,17 @@ def test_with_keep_last_the_latest_committed_checkpoint_survives_a_kill(tmp_path
     assert sorted(p.name for p in tmp_path.glob("model-*")) == ["model-e002-val0.4000.keras"]
 
 
+def test_before_the_rerun_infer_uses_the_committed_checkpoint_not_the_one_a_kill_left(tmp_path):
+    from idenprof.inference import resolve_model_path
+
+    run = committed_run(tmp_path, 2)  # killed while saving epoch 3: its file is there, not committed
+    run.config_path.write_text(json.dumps({"config": {"keep": "best"}}))
+    for name in ("model-e002-val0.5000.keras", "model-e003-val0.9000.keras"):
+        (tmp_path / name).write_bytes(b"model")
+    assert run.kept_checkpoint().path.name == "model-e002-val0.5000.keras"
+    assert resolve_model_path(str(tmp_path)).name == "model-e002-val0.5000.keras"
+
+
 def test_without_a_committed_epoch_nothing_of_the_killed_first_epoch_is_kept(tmp_path):
     run = RunFolder(tmp_path)
     (tmp_path / "model-e001-val0.4000.keras").write_bytes(b"model")

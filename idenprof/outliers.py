@@ -102,13 +102,16 @@ def the_cat_photo() -> Path | None:
     return path if path and path.is_file() else None
 
 
-def source_files(sources) -> tuple[list[tuple[str, Path]], list[str]]:
-    """([(source name, file)], [names of sources not installed])."""
+def source_files(sources, log=None, consequence: str = "") -> tuple[list[tuple[str, Path]], list[str]]:
+    """([(source name, file)], [names of sources not installed]); with `log`, each missing source
+    is named there with its `consequence`."""
     files, missing = [], []
     for source in sources:
         found = source.files()
         if not found:
             missing.append(f"{source.name} ({source.package})")
+            if log:
+                log(f"{missing[-1]} is not installed; {consequence}")
         files += [(source.name, path) for path in found]
     return files, missing
 
@@ -132,9 +135,7 @@ def training_outliers(size: int, procedural: int, seed: int = 0, log=print) -> n
     """uint8 RGB [N, size, size, 3]: every training-source image (stamps pasted on a random
     wallpaper crop or a flat colour) and `procedural` procedural images."""
     rng = np.random.default_rng(seed)
-    files, missing = source_files(TRAINING_SOURCES)
-    for name in missing:
-        log(f"outliers: {name} is not installed; training without it")
+    files, _ = source_files(TRAINING_SOURCES, log, "outlier exposure trains without it")
     backgrounds, stamps = [], []
     for name, path in files:
         try:
@@ -206,9 +207,7 @@ def synthetic_images(size: int, seed: int = 1) -> list[tuple[str, np.ndarray]]:
 def benchmark_photos(size: int, log=print) -> tuple[list[str], np.ndarray]:
     """(names, uint8 RGB [N, size, size, 3]) of the far-OOD benchmark's photos, decoded as
     infer.py decodes them; sources not installed are named in the log."""
-    files, missing = source_files(BENCHMARK_SOURCES)
-    for name in missing:
-        log(f"far-OOD benchmark: {name} is not installed; its photos are left out")
+    files, _ = source_files(BENCHMARK_SOURCES, log, "the far-OOD benchmark leaves its photos out")
     names, images = [], []
     for source, path in files:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 
 
@@ -41,9 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unknown", type=Path, metavar="DIR",
                         help="a folder of photos of none of the classes: report how well the none-score "
                         "flags them (AUROC, FPR at 95%% TPR)")
-    parser.add_argument("--none-threshold", type=float, metavar="S",
-                        help="flag as none of the classes above this none-score (default: calibration.json "
-                        "beside the model)")
+    add_threshold_flags(parser, min_confidence=False)
     return parser.parse_args(argv)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from idenprof.classifier import Classifier, load, none_message, unsure_message  # noqa: E402
+from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 from idenprof.inference import expand_inputs  # noqa: E402
 from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
@@ -53,16 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tta", action="store_true", help="average each image with its horizontal mirror"
     )
-    parser.add_argument(
-        "--min-confidence", type=float, metavar="P",
-        help="say 'not sure' when the top probability is below P (0..1; default: "
-        "min_confidence in calibration.json beside the model, else 0)",
-    )
-    parser.add_argument(
-        "--none-threshold", type=float, metavar="S",
-        help="say 'none of the professions' when the none-score is above S (0..1; default: "
-        "none_threshold in calibration.json beside the model, else never)",
-    )
+    add_threshold_flags(parser)
     return parser.parse_args(argv)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from idenprof.classifier import load  # noqa: E402
+from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 
 
@@ -37,12 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
     parser.add_argument("--max-upload-mb", type=float, default=10.0,
                         help="refuse uploads larger than this many megabytes (default 10)")
-    parser.add_argument("--min-confidence", type=float, metavar="P",
-                        help="'not sure' below this top probability (default: calibration.json "
-                        "beside the model, else 0)")
-    parser.add_argument("--none-threshold", type=float, metavar="S",
-                        help="'none of the professions' above this none-score (default: calibration.json "
-                        "beside the model, else never)")
+    add_threshold_flags(parser)
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn's log level (info logs each request)")

@@ -126,3 +126,32 @@ def test_the_exported_signature_decodes_like_infer_py(export_dir):
     pixels = np.stack([load_image_rgb(e, size=IMAGE_SIZE) for e in encoded]).astype(np.float32)
     from_pixels = loaded.signatures["serving_default"](pixels=tf.constant(pixels))["probabilities"].numpy()
     np.testing.assert_allclose(from_bytes, from_pixels, atol=2e-2)
+
+
+PEAK_PROBE = """
+import io, resource, sys
+import tensorflow as tf
+from PIL import Image
+from idenprof.data.graph_imaging import decode_resized
+decode = tf.function(lambda e: decode_resized(e, 128))
+small = io.BytesIO(); Image.new(sys.argv[1], (64, 64)).save(small, "PNG"); decode(tf.constant(small.getvalue()))
+big = io.BytesIO(); Image.new(sys.argv[1], (8000, 8000), 90).save(big, "PNG")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decode(tf.constant(big.getvalue())).numpy()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_an_8000_pixel_png_decodes_within_a_gigabyte(mode):
+    """A few hundred KB of legal PNG (64 megapixels, under the bomb limit) must not cost gigabytes."""
+    import os
+    import subprocess
+    import sys
+
+    from archive_subsets import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE, mode], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) < 1e9

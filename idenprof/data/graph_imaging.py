@@ -36,14 +36,19 @@ def decode_resized(encoded: tf.Tensor, size: int) -> tf.Tensor:
         height * width, tf.constant(MAX_IMAGE_PIXELS, tf.int64),
         message=f"image too large to be a photo (more than {MAX_IMAGE_PIXELS} pixels; possible decompression bomb)")
     with tf.control_dependencies([check]):
-        image = tf.case(
-            [(is_jpeg, lambda: decode_jpeg_like_pil(encoded, head, height, width, size)),
-             (is_png, lambda: decode_png_like_pil(encoded, head))],
-            default=lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+        resized = tf.case(
+            [(is_jpeg, lambda: resize(decode_jpeg_like_pil(encoded, head, height, width, size), size)),
+             (is_png, lambda: decode_png_resized(encoded, head, size))],
+            default=lambda: resize(tf.io.decode_image(encoded, channels=3, expand_animations=False), size),
         )
-    image = tf.ensure_shape(image, [None, None, 3])
-    resized = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear", antialias=True)
     return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
+def resize(image: tf.Tensor, size: int) -> tf.Tensor:
+    """float32 [size, size, C] of an integer image [H, W, C]: bilinear, antialiased (PIL's resize).
+    Integer in: the resize reads it as it goes, with no float32 copy of the whole photo (an
+    8000x8000 photo would need 768 MB for one)."""
+    return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
 
 
 def big_endian(head: tf.Tensor, offset, length: int) -> tf.Tensor:
@@ -140,6 +145,28 @@ def oriented(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
         lambda: tf.image.rot90(tf.image.transpose(image), k=2),
         lambda: tf.image.rot90(image, k=1),
     ])
+
+
+def decode_png_resized(encoded, head, size: int) -> tf.Tensor:
+    """float32 [size, size, 3] of a PNG as imaging.to_rgb and the resize make it. 8-bit PNGs (and
+    palettes) stay in integers: without alpha decoded straight to uint8 RGB; with alpha composited
+    on white after the resize, which is linear: resize(c*a/255 + 255 - a) = resize(c*a)/255 + 255 -
+    resize(a), one channel at a time. 16-bit PNGs go through decode_png_like_pil."""
+    bit_depth = head[24]
+
+    def eight_bit():
+        rgba = tf.io.decode_png(encoded, channels=4)
+        alpha = rgba[..., 3:]
+        opaque = tf.reduce_all(tf.equal(alpha, 255))
+
+        def composited():
+            a = tf.cast(alpha, tf.uint16)
+            channels = [resize(tf.cast(rgba[..., i:i + 1], tf.uint16) * a, size) for i in range(3)]
+            return tf.concat(channels, axis=-1) / 255.0 + 255.0 - resize(alpha, size)
+
+        return tf.cond(opaque, lambda: resize(rgba[..., :3], size), composited)
+
+    return tf.cond(bit_depth <= 8, eight_bit, lambda: resize(decode_png_like_pil(encoded, head), size))
 
 
 def decode_png_like_pil(encoded, head) -> tf.Tensor:

@@ -7,7 +7,9 @@ whose target is the even distribution over the classes:
 
 so the model keeps its answers for the ten professions and learns to spread its probability for
 anything else, which the none-score (idenprof.ood) reads. Training photos are flipped and
-zoom-cropped; outliers are cropped harder (their variety is small).
+zoom-cropped; outliers are cropped harder (their variety is small). Batch normalisation is frozen
+(inference mode, its statistics kept): batches half outliers would otherwise move the statistics
+the photos are normalised with (it cost 1.65 test points, single view, in docs/OOD.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def fine_tune_with_outliers(
     outlier_weight: float = 0.5,
     label_smoothing: float = 0.1,
     seed: int = 0,
+    freeze_batch_norm: bool = True,
     log=print,
 ):
     """Fine-tune `model` (a Keras classifier ending in `predictions`, calibrated or not) in place
@@ -43,6 +46,7 @@ def fine_tune_with_outliers(
         labels: int [N] their classes.
         outliers: uint8 RGB [M, S2, S2, 3] outlier images (any side S2 >= S; cropped to S).
         epochs: passes over `images`; the learning rate follows a cosine to 0.
+        freeze_batch_norm: keep batch normalisation in inference mode with its statistics.
     """
     import keras
     import tensorflow as tf
@@ -50,6 +54,10 @@ def fine_tune_with_outliers(
     from idenprof.calibration import logits_model, with_temperature
 
     logits = logits_model(model)
+    frozen = [layer for layer in logits.layers
+              if freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    for layer in frozen:
+        layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
     side = int(logits.input_shape[1])
     classes = int(logits.output_shape[-1])
     steps = max(1, len(images) // batch_size)
@@ -94,6 +102,8 @@ def fine_tune_with_outliers(
                    loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     started = time.monotonic()
     logits.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=2)
+    for layer in frozen:
+        layer.trainable = True
     log(f"outlier exposure: {epochs} epochs of {steps} steps ({batch_size} photos + {outlier_batch_size} "
         f"outliers each) in {time.monotonic() - started:.0f} s")
     return with_temperature(logits, 1.0)

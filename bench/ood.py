@@ -88,8 +88,16 @@ def main(argv=None) -> int:
         e = np.exp(z / temperature - (z / temperature).max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
+    holdout_distance = mahalanobis(outputs["holdout"][1])
+    start = float(np.quantile(holdout_distance, 0.95))
+    rate = 4.0 / float(np.median(holdout_distance))
+
+    def tempered(z, f):
+        return ood.none_scores(ood.distance_tempered_probabilities(z, mahalanobis(f), temperature, start, rate))
+
     detectors = {
         "none-score (max softmax)": lambda z, f: ood.none_scores(softmax(z)),
+        "none-score, Mahalanobis-tempered": tempered,
         "max logit": lambda z, f: ood.max_logit_score(z),
         "energy": lambda z, f: ood.energy_score(z),
         "Mahalanobis": lambda z, f: mahalanobis(f),

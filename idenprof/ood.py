@@ -144,6 +144,18 @@ class NearestNeighbourScore:
         return 1.0 - kth
 
 
+def distance_tempered_probabilities(logits: np.ndarray, distance: np.ndarray, temperature: float,
+                                    start: float, rate: float) -> np.ndarray:
+    """softmax(logits * 2 sigmoid(-rate * max(0, distance - start)) / T): the calibrated
+    probabilities up to `start`, flattened toward even beyond it, so that the none-score reads a
+    feature-space distance too. The order of the classes never changes."""
+    scale = 2.0 / (1.0 + np.exp(rate * np.maximum(0.0, np.asarray(distance, np.float64) - start)))
+    z = np.asarray(logits, np.float64) * scale[:, None] / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def normalise(features: np.ndarray) -> np.ndarray:
     features = np.asarray(features, dtype=np.float64)
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)

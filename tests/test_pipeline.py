@@ -380,6 +380,26 @@ def test_generator_and_tf_data_agree_on_classes_and_pixels_at_224(small_dataset)
     np.testing.assert_array_equal(gen_images, images)
 
 
+def test_generator_reads_16_bit_and_transparent_images_as_the_tf_data_path_does(tmp_path):
+    from PIL import Image
+
+    from idenprof.data.imaging import load_image_rgb
+
+    rng = np.random.default_rng(0)
+    gray16 = Image.fromarray(rng.integers(0, 4000, (32, 32), dtype=np.uint16))  # mode I;16
+    rgba = Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8), "RGBA")
+    plain = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
+    samples = []
+    for label, (name, image) in enumerate((("gray16.png", gray16), ("rgba.png", rgba), ("plain.jpg", plain))):
+        image.save(tmp_path / name)
+        samples.append((str(tmp_path / name), label))
+    iterator = make_generator(samples, CLASS_NAMES, image_size=32, batch_size=3, training=False,
+                              augment_flip=False, seed=0)
+    images, _ = iterator[0]
+    for got, (path, _) in zip(images, samples, strict=True):
+        np.testing.assert_array_equal(got, load_image_rgb(path).astype(np.float32))
+
+
 def test_generator_uses_only_the_given_files_and_flips_when_training(small_dataset):
     samples = list_samples(small_dataset, "train")[::3]
     iterator = make_generator(

@@ -9,8 +9,24 @@ import os
 import tempfile
 
 import tensorflow as tf
+from PIL import Image
 
 from idenprof.data.dataset import Sample
+from idenprof.data.imaging import PIL_FORMATS, load_image_rgb
+
+# Modes Keras' loader (PIL's convert("RGB")) gets wrong: 16-bit and float images clip to white,
+# alpha is dropped instead of composited on white. Such files are converted as the tf.data path
+# reads them (idenprof.data.imaging.to_rgb) once, at the start.
+MODES_KERAS_MISREADS = ("I;16", "I;16B", "I;16L", "I", "F", "RGBA", "LA", "PA")
+
+
+def keras_misreads(path: str) -> bool:
+    """Whether Keras' own loader would read `path` differently from load_image_rgb (header only)."""
+    try:
+        with Image.open(path, formats=PIL_FORMATS) as image:
+            return image.mode in MODES_KERAS_MISREADS or (image.mode == "P" and "transparency" in image.info)
+    except (OSError, SyntaxError, ValueError):
+        return False  # unreadable: Keras reports it as it always did
 
 def make_generator(
     samples: list[Sample],
@@ -51,7 +67,11 @@ def make_generator(
     for i, (path, label) in enumerate(samples):
         # The index prefix keeps sample order (the iterator sorts names) and unique names.
         name = f"{i:07d}-{os.path.basename(path)}"
-        os.symlink(os.path.abspath(path), os.path.join(links.name, class_names[label], name))
+        if keras_misreads(path):
+            converted = os.path.join(links.name, class_names[label], os.path.splitext(name)[0] + ".png")
+            Image.fromarray(load_image_rgb(path)).save(converted)
+        else:
+            os.symlink(os.path.abspath(path), os.path.join(links.name, class_names[label], name))
     generator = tf.keras.preprocessing.image.ImageDataGenerator(
         horizontal_flip=augment_flip and training
     )

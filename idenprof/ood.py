@@ -144,12 +144,18 @@ class NearestNeighbourScore:
         return 1.0 - kth
 
 
+# The smallest scale of the logits (idenprof.ood_head): flat enough to read as "none", never 0, so
+# that the order of the classes survives float32.
+MIN_SCALE = 1e-3
+
+
 def distance_tempered_probabilities(logits: np.ndarray, distance: np.ndarray, temperature: float,
                                     start: float, rate: float) -> np.ndarray:
-    """softmax(logits * 2 sigmoid(-rate * max(0, distance - start)) / T): the calibrated
-    probabilities up to `start`, flattened toward even beyond it, so that the none-score reads a
-    feature-space distance too. The order of the classes never changes."""
-    scale = 2.0 / (1.0 + np.exp(rate * np.maximum(0.0, np.asarray(distance, np.float64) - start)))
+    """softmax(logits * scale / T), scale = MIN_SCALE + (1 - MIN_SCALE) 2 sigmoid(-rate * max(0,
+    distance - start)): the calibrated probabilities up to `start`, flattened toward even beyond
+    it, so that the none-score reads a feature-space distance too (idenprof.ood_head)."""
+    sigmoid = 1.0 / (1.0 + np.exp(rate * np.maximum(0.0, np.asarray(distance, np.float64) - start)))
+    scale = MIN_SCALE + (1.0 - MIN_SCALE) * 2.0 * sigmoid
     z = np.asarray(logits, np.float64) * scale[:, None] / temperature
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)

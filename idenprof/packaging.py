@@ -52,6 +52,8 @@ DEDUPLICATED = "without_train_duplicates"
 # Outlier exposure: outliers are decoded at 5/4 of the model's side and cropped to it.
 OUTLIER_SIDE_FACTOR = 5
 PROCEDURAL_OUTLIERS = 1000
+NONE_DETECTORS = ("mahalanobis",)
+FEATURE_PHOTOS = 2000  # training photos whose features fit the distance-tempered head
 
 
 @dataclasses.dataclass
@@ -65,12 +67,13 @@ class Provenance:
 
 
 def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEFAULT_OUT,
-                git_commit: str | None = None, outlier_exposure: int = 0, log=print) -> Path:
+                git_commit: str | None = None, outlier_exposure: int = 0, none_detector: str | None = None,
+                log=print) -> Path:
     """Build the shipped-model folder `out_dir` from the run in `run_dir` (see the module doc).
 
     `data_dir` defaults to the run's own data folder; `git_commit` overrides the commit recorded in
-    the run's config.json; `outlier_exposure` > 0 fine-tunes that many epochs with outliers first.
-    Returns `out_dir`.
+    the run's config.json; `outlier_exposure` > 0 fine-tunes that many epochs with outliers first;
+    `none_detector` "mahalanobis" adds the distance-tempered head (idenprof.ood_head). Returns `out_dir`.
     """
     from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
     from idenprof.class_index import read_class_index
@@ -106,8 +109,12 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     for path, reason in holdout_data.skipped:
         log(f"skipped unreadable hold-out image {path}: {reason}")
     calibrated, calibration, logits = calibrate(model, holdout_data.images, holdout_data.labels)
-    if exposure:
-        calibration.none_threshold = fit_none_threshold(none_scores(softmax(logits / calibration.temperature)))
+    detector = None
+    if none_detector == "mahalanobis":
+        calibrated, detector = temper_by_distance(calibrated, train, holdout_data.images, config.seed, log)
+    if exposure or detector:
+        holdout_probabilities = calibrated.predict(holdout_data.images, verbose=0)
+        calibration.none_threshold = fit_none_threshold(none_scores(holdout_probabilities))
         calibration.none_rule = NONE_RULE
         log(f"none threshold {calibration.none_threshold:.3f} ({NONE_RULE})")
     best = run.kept_checkpoint()
@@ -146,6 +153,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
         provenance = find_provenance(saved, config, git_commit)
         card = model_card(config=config, saved=saved, source=source, provenance=provenance,
                           layout=layout, holdout_images=len(holdout), report=report, exposure=exposure,
+                          detector=detector,
                           calibration=calibration, training_report=training_report,
                           float16=float16, agreement=agreement, staging=staging)
         (staging / CARD_FILENAME).write_text(card)
@@ -184,6 +192,34 @@ def expose_to_outliers(model, train_samples, epochs: int, seed: int, log) -> tup
         by_source[name] = by_source.get(name, 0) + 1
     return tuned, {"epochs": epochs, "training_photos": int(len(photos.labels)), "outliers": int(len(outliers)),
                    "procedural": PROCEDURAL_OUTLIERS, "sources": by_source, "missing_sources": missing}
+
+
+def temper_by_distance(calibrated, train_samples, holdout_images: np.ndarray, seed: int, log) -> tuple:
+    """(the calibrated model with the distance-tempered head, what was fitted as a dict for the
+    card): class means and covariance of up to FEATURE_PHOTOS training photos' pooled features,
+    start and rate from the hold-out's (idenprof.ood_head)."""
+    import random
+
+    import keras
+
+    from idenprof.data.decoded import decode_images
+    from idenprof.ood_head import FEATURES_LAYER, MahalanobisFit, tempering_for, with_distance_tempering
+
+    side = int(calibrated.input_shape[1])
+    chosen = sorted(random.Random(seed).sample(list(train_samples), min(FEATURE_PHOTOS, len(train_samples))))
+    photos = decode_images(chosen, side, progress=False)
+    features = keras.Model(calibrated.input, calibrated.get_layer(FEATURES_LAYER).output)
+
+    def pooled(images):
+        return np.concatenate([np.asarray(features.predict_on_batch(images[i:i + 64].astype(np.float32)))
+                               for i in range(0, len(images), 64)])
+
+    fit = MahalanobisFit.from_features(pooled(photos.images), photos.labels)
+    start, rate = tempering_for(fit, pooled(holdout_images))
+    log(f"distance-tempered head: Mahalanobis of {len(photos.labels)} training photos' features; "
+        f"start {start:.1f}, rate {rate:.4f}")
+    return with_distance_tempering(calibrated, fit, start, rate), {
+        "kind": "mahalanobis", "training_photos": int(len(photos.labels)), "start": start, "rate": rate}
 
 
 def read_run_config(run: RunFolder) -> dict:
@@ -344,7 +380,8 @@ def regularisation(config) -> list[str]:
 
 
 def model_card(*, config, saved, source, provenance: Provenance, layout, holdout_images, report,
-               calibration, training_report, float16, agreement, staging: Path, exposure=None) -> str:
+               calibration, training_report, float16, agreement, staging: Path, exposure=None,
+               detector=None) -> str:
     """MODEL_CARD.md: what the model is, how it was made and tested, and what it is not for."""
     sizes = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
     dedup = report["subsets"][DEDUPLICATED]
@@ -473,7 +510,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"![reliability on the hold-out]({HOLDOUT_PNG}) ![reliability on the test split](reliability_diagram.png)",
         "",
     ]
-    lines += none_section(calibration, report, exposure)
+    lines += none_section(calibration, report, exposure, detector)
     lines += [
         "## Known weaknesses",
         "",
@@ -520,21 +557,30 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
     return "\n".join(lines)
 
 
-def none_section(calibration, report, exposure) -> list[str]:
+def none_section(calibration, report, exposure, detector=None) -> list[str]:
     """The card's "None of these" section; [] for a model without the detector."""
     if calibration.none_threshold is None:
         return []
     none = report.get("none_of_these", {})
+    how = []
+    if exposure:
+        how.append(
+            f"fine-tuned for {exposure['epochs']} epochs with outlier exposure on its {exposure['training_photos']:,} "
+            f"training photos and {exposure['outliers']:,} images of anything else "
+            f"({', '.join(f'{k} {v}' for k, v in exposure['sources'].items())}, {exposure['procedural']} procedural "
+            "textures): for those it learned to spread its probability over the ten classes")
+    if detector:
+        how.append(
+            "given a distance-tempered head: the Mahalanobis distance of its pooled features to the nearest "
+            f"class mean ({detector['training_photos']:,} training photos) flattens its probabilities beyond "
+            f"{detector['start']:.1f}, the distance 95% of the hold-out stays under (layers `none_*`; no answer "
+            "changes)")
     lines = [
         "## None of these",
         "",
-        f"The model was fine-tuned for {exposure['epochs']} epochs with outlier exposure on its "
-        f"{exposure['training_photos']:,} training photos and {exposure['outliers']:,} images of anything else "
-        f"({', '.join(f'{k} {v}' for k, v in exposure['sources'].items())}, {exposure['procedural']} procedural "
-        "textures): for those it learned to spread its probability over the ten classes. The none-score "
-        "(1 - top probability) / (1 - 1/10), 0..1, reads that; above `none_threshold` = "
-        f"{calibration.none_threshold:.4f} ({calibration.none_rule}) infer.py, the API and the page say "
-        "\"none of the ten professions\".",
+        f"The model was {'; and '.join(how)}. The none-score (1 - top probability) / (1 - 1/10), 0..1, reads "
+        f"that; above `none_threshold` = {calibration.none_threshold:.4f} ({calibration.none_rule}) infer.py, "
+        "the API and the page say \"none of the ten professions\".",
         "",
         f"On the test split {pct(none.get('known_flagged'))} of the photos are flagged.",
     ]
@@ -548,9 +594,8 @@ def none_section(calibration, report, exposure) -> list[str]:
         ]
     lines += [
         "",
-        "What it cannot do: it was shown animals, food, objects, landscapes and textures, not people; a "
-        "person at another activity, in a costume, or in another uniform is near the ten professions "
-        "and is often not flagged. Photos from unusual cameras or of unusual quality may be flagged.",
+        "What it cannot do: a person at another activity, in a costume, or in another uniform looks much "
+        "like the ten professions to it and is often not flagged; photos of unusual quality may be flagged.",
         "",
     ]
     return lines
@@ -564,6 +609,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="dataset with train/ and test/ (default: the run's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--git-commit", help="commit that trained the run, when config.json lacks it")
+    parser.add_argument("--none-detector", choices=NONE_DETECTORS,
+                        help="add a detector to the model's own probabilities: mahalanobis, the distance-tempered "
+                        "head (idenprof.ood_head)")
     parser.add_argument("--outlier-exposure", type=int, default=0, metavar="EPOCHS",
                         help="first fine-tune this many epochs with outlier exposure, so that the model can say "
                         "'none of these' (default 0: off; needs the outlier packages docs/OOD.md lists)")
@@ -580,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.outlier_exposure < 0:
             raise ConfigError(f"--outlier-exposure takes a number of epochs, 0 or more; got {args.outlier_exposure}")
         package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit,
-                    outlier_exposure=args.outlier_exposure)
+                    outlier_exposure=args.outlier_exposure, none_detector=args.none_detector)
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -192,3 +192,22 @@ def test_without_outlier_exposure_there_is_no_none_threshold(interim):
     saved = json.loads((interim["out"] / "calibration.json").read_text())
     assert saved["none_threshold"] is None
     assert "## None of these" not in (interim["out"] / "MODEL_CARD.md").read_text()
+
+
+def test_the_distance_tempered_head_is_packaged_with_its_threshold_and_keeps_every_answer(small_dataset, tmp_path):
+    run = make_run(tmp_path, small_dataset, finished=True)
+    out = packaging.package_run(run, None, tmp_path / "pretrained", none_detector="mahalanobis", log=lambda _: None)
+    saved = json.loads((out / "calibration.json").read_text())
+    assert 0 < saved["none_threshold"] <= 1
+    model = keras.models.load_model(out / "model.keras")
+    assert "none_tempered" in [layer.name for layer in model.layers]
+    assert model.layers[-1].name == "probabilities"
+    assert "distance-tempered head" in (out / "MODEL_CARD.md").read_text()
+    plain = keras.models.load_model(run / "export" / "model.keras")
+    photos = sorted((small_dataset / "test").rglob("*.jpg"))[:12]
+    predictor = load_predictor(out / "model.tflite")
+    from idenprof.data.imaging import load_image_rgb
+
+    pixels = np.stack([load_image_rgb(p, size=predictor.image_size) for p in photos]).astype(np.float32)
+    np.testing.assert_array_equal(predictor.predict(pixels).argmax(axis=1),
+                                  np.asarray(plain.predict(pixels, verbose=0)).argmax(axis=1))

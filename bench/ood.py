@@ -81,8 +81,9 @@ def main(argv=None) -> int:
         return np.concatenate(z).astype(np.float64), np.concatenate(f).astype(np.float64)
 
     outputs = {name: run(images) for name, images in sets.items()}
-    mahalanobis = ood.MahalanobisScore(run(train_images)[1], train_labels)
-    knn = ood.NearestNeighbourScore(run(train_images)[1])
+    train_features = run(train_images)[1]
+    mahalanobis = ood.MahalanobisFit.from_features(train_features, train_labels).distance
+    knn = ood.NearestNeighbourScore(train_features)
 
     def softmax(z):
         e = np.exp(z / temperature - (z / temperature).max(axis=1, keepdims=True))

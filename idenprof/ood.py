@@ -18,6 +18,7 @@ baselines bench/ood.py compares it with.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,21 +115,30 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return -temperature * (top[:, 0] + np.log(np.exp(z - top).sum(axis=1)))
 
 
-class MahalanobisScore:
-    """Distance of features to the nearest class mean under one shared covariance (Lee et al. 2018)."""
+@dataclass
+class MahalanobisFit:
+    """Class means [K, D] and the Cholesky factor L [D, D] of the shared precision (P = L L^T) of
+    features [N, D] (Lee et al. 2018); `distance` is the score, idenprof.ood_head puts it in a model."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray):
-        features = np.asarray(features, dtype=np.float64)
-        classes = np.unique(labels)
-        self.means = np.stack([features[labels == c].mean(axis=0) for c in classes])
-        centred = features - self.means[np.searchsorted(classes, labels)]
-        covariance = centred.T @ centred / len(features)
-        self.precision = np.linalg.pinv(covariance + 1e-6 * np.eye(covariance.shape[0]))
+    means: np.ndarray
+    cholesky: np.ndarray
 
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        diff = np.asarray(features, dtype=np.float64)[:, None, :] - self.means[None]
-        distances = np.einsum("nkd,de,nke->nk", diff, self.precision, diff)
-        return distances.min(axis=1)
+    @classmethod
+    def from_features(cls, features: np.ndarray, labels: np.ndarray, ridge: float = 1e-6) -> MahalanobisFit:
+        features = np.asarray(features, np.float64)
+        classes = np.arange(int(labels.max()) + 1)
+        means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+        centred = features - means[labels]
+        covariance = centred.T @ centred / len(features) + ridge * np.eye(features.shape[1])
+        precision = np.linalg.inv(covariance)
+        precision = (precision + precision.T) / 2
+        return cls(means, np.linalg.cholesky(precision))
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance to the nearest class mean, float64 [N]."""
+        u = np.asarray(features, np.float64) @ self.cholesky
+        m = self.means @ self.cholesky
+        return ((u[:, None, :] - m[None]) ** 2).sum(axis=2).min(axis=1)
 
 
 class NearestNeighbourScore:

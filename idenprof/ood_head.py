@@ -23,40 +23,13 @@ scale), then `temperature` and `probabilities` as in idenprof.calibration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from idenprof.ood import MIN_SCALE
+from idenprof.ood import MIN_SCALE, MahalanobisFit
 
 FEATURES_LAYER = "avg_pool"
 START_QUANTILE = 0.95
 RATE_TIMES_MEDIAN = 4.0  # rate = this / the hold-out's median distance
-
-
-@dataclass
-class MahalanobisFit:
-    """Class means [K, D] and the Cholesky factor L [D, D] of the shared precision (P = L L^T)."""
-
-    means: np.ndarray
-    cholesky: np.ndarray
-
-    @classmethod
-    def from_features(cls, features: np.ndarray, labels: np.ndarray, ridge: float = 1e-6) -> MahalanobisFit:
-        features = np.asarray(features, np.float64)
-        classes = np.arange(int(labels.max()) + 1)
-        means = np.stack([features[labels == c].mean(axis=0) for c in classes])
-        centred = features - means[labels]
-        covariance = centred.T @ centred / len(features) + ridge * np.eye(features.shape[1])
-        precision = np.linalg.inv(covariance)
-        precision = (precision + precision.T) / 2
-        return cls(means, np.linalg.cholesky(precision))
-
-    def distance(self, features: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance to the nearest class mean, float64 [N]."""
-        u = np.asarray(features, np.float64) @ self.cholesky
-        m = self.means @ self.cholesky
-        return ((u[:, None, :] - m[None]) ** 2).sum(axis=2).min(axis=1)
 
 
 def tempering_for(fit: MahalanobisFit, holdout_features: np.ndarray) -> tuple[float, float]:

@@ -131,11 +131,14 @@ def paste_on(foreground_rgba: np.ndarray, background_rgb: np.ndarray) -> np.ndar
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
-def training_outliers(size: int, procedural: int, seed: int = 0, log=print) -> np.ndarray:
-    """uint8 RGB [N, size, size, 3]: every training-source image (stamps pasted on a random
-    wallpaper crop or a flat colour) and `procedural` procedural images."""
+def training_outliers(size: int, procedural: int, seed: int = 0, log=print) -> tuple[np.ndarray, dict[str, int]]:
+    """(uint8 RGB [N, size, size, 3], {source name: files used}): every training-source image
+    (stamps pasted on a random wallpaper crop or a flat colour) and `procedural` procedural images."""
     rng = np.random.default_rng(seed)
     files, _ = source_files(TRAINING_SOURCES, log, "outlier exposure trains without it")
+    counts: dict[str, int] = {}
+    for name, _ in files:
+        counts[name] = counts.get(name, 0) + 1
     backgrounds, stamps = [], []
     for name, path in files:
         try:
@@ -151,7 +154,7 @@ def training_outliers(size: int, procedural: int, seed: int = 0, log=print) -> n
             background = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3))
         images.append(paste_on(stamp, background))
     images += list(procedural_images(procedural, size, rng))
-    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), counts
 
 
 def procedural_images(count: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -177,21 +177,18 @@ def expose_to_outliers(model, train_samples, epochs: int, seed: int, log) -> tup
     what was done as a dict for the card)."""
     from idenprof.data.decoded import decode_images
     from idenprof.outlier_exposure import fine_tune_with_outliers
-    from idenprof.outliers import TRAINING_SOURCES, source_files, training_outliers
+    from idenprof.outliers import training_outliers
 
     side = int(model.input_shape[1])
     photos = decode_images(train_samples, side, progress=False)
-    outliers = training_outliers(OUTLIER_SIDE_FACTOR * side // 4, procedural=PROCEDURAL_OUTLIERS, seed=seed, log=log)
+    outliers, by_source = training_outliers(OUTLIER_SIDE_FACTOR * side // 4, procedural=PROCEDURAL_OUTLIERS,
+                                            seed=seed, log=log)
     if not len(outliers):
         raise ConfigError("--outlier-exposure needs outlier images; install the packages docs/OOD.md lists")
-    files, missing = source_files(TRAINING_SOURCES)
     log(f"outlier exposure: {len(photos.labels)} training photos, {len(outliers)} outliers, {epochs} epochs")
     tuned = fine_tune_with_outliers(model, photos.images, photos.labels, outliers, epochs=epochs, seed=seed, log=log)
-    by_source = {}
-    for name, _ in files:
-        by_source[name] = by_source.get(name, 0) + 1
     return tuned, {"epochs": epochs, "training_photos": int(len(photos.labels)), "outliers": int(len(outliers)),
-                   "procedural": PROCEDURAL_OUTLIERS, "sources": by_source, "missing_sources": missing}
+                   "procedural": PROCEDURAL_OUTLIERS, "sources": by_source}
 
 
 def temper_by_distance(calibrated, train_samples, holdout_images: np.ndarray, seed: int, log) -> tuple:
@@ -203,7 +200,8 @@ def temper_by_distance(calibrated, train_samples, holdout_images: np.ndarray, se
     import keras
 
     from idenprof.data.decoded import decode_images
-    from idenprof.ood_head import FEATURES_LAYER, MahalanobisFit, tempering_for, with_distance_tempering
+    from idenprof.ood import MahalanobisFit
+    from idenprof.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
 
     side = int(calibrated.input_shape[1])
     chosen = sorted(random.Random(seed).sample(list(train_samples), min(FEATURE_PHOTOS, len(train_samples))))

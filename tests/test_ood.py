@@ -64,7 +64,7 @@ def test_post_hoc_baselines_rank_far_features_higher():
     features = np.concatenate([rng.normal(0, 1, (50, 4)) + [5, 0, 0, 0], rng.normal(0, 1, (50, 4)) + [0, 5, 0, 0]])
     labels = np.repeat([0, 1], 50)
     near, far = np.array([[5.0, 0, 0, 0]]), np.array([[-6.0, -6.0, 4.0, 4.0]])
-    mahalanobis = ood.MahalanobisScore(features, labels)
+    mahalanobis = ood.MahalanobisFit.from_features(features, labels).distance
     knn = ood.NearestNeighbourScore(features, k=5)
     assert mahalanobis(far)[0] > mahalanobis(near)[0]
     assert knn(far)[0] > knn(near)[0]

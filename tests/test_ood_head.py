@@ -9,7 +9,8 @@ from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 
 from idenprof import ood
 from idenprof.calibration import logits_model, predict_logits, with_temperature
-from idenprof.ood_head import FEATURES_LAYER, MahalanobisFit, tempering_for, with_distance_tempering
+from idenprof.ood import MahalanobisFit
+from idenprof.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
     python bench/ood.py                                            # the shipped model
     python bench/ood.py --model runs/x/export/model.keras --seed 0 --json runs/ood/x.json
+    python bench/ood.py --model runs/open-set/waiter-chef/export/model.keras --seed 0 \
+        --data-dir data/open-set/waiter-chef --held-out-from data/idenprof     # near-OOD
 
 Scores, side by side, on the same photos (docs/OOD.md):
   - none-score: (1 - max softmax probability) / (1 - 1/C), the one infer.py ships (idenprof.ood);
@@ -11,8 +13,11 @@ Scores, side by side, on the same photos (docs/OOD.md):
 Knowns: the IdenProf test split. Unknowns: the far-OOD photos of idenprof.outliers.BENCHMARK_SOURCES
 (installed packages only) and, reported apart, the synthetic inputs. For each: AUROC, FPR at 95%
 TPR, and at the threshold that lets 95% of the hold-out pass, the share of unknowns and of the test
-split flagged. The hold-out is the run's (a stratified 10% of train, `--seed`; the shipped model's
-is seed 2). Never run in CI; needs a Keras model (.keras/.h5) for logits and features.
+split flagged. Near-OOD (open set): a model trained with some classes held out (`--data-dir` a copy
+of IdenProf without them, `--held-out-from` the whole dataset); the held-out classes' test photos
+are the unknowns, the known classes' the knowns. The hold-out is the run's (a stratified 10% of
+train, `--seed`; the shipped model's is seed 2). Never run in CI; needs a Keras model (.keras/.h5)
+for logits and features.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "idenprof")
     parser.add_argument("--seed", type=int, default=2, help="the run's seed: which 10%% of train is the hold-out")
     parser.add_argument("--feature-photos", type=int, default=2000, help="training photos for Mahalanobis and kNN")
+    parser.add_argument("--held-out-from", type=Path, metavar="DIR",
+                        help="the whole dataset: its test photos of classes --data-dir lacks are near-OOD unknowns")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -70,6 +77,11 @@ def main(argv=None) -> int:
     synthetic = np.stack([image for _, image in outliers.synthetic_images(side)])
     sets = {"holdout": decode(holdout)[0], "far": far, "synthetic": synthetic}
     sets["test"], test_labels = decode(test)
+    held_out_classes = []
+    if args.held_out_from:
+        whole = scan_dataset(args.held_out_from)
+        held_out_classes = [name for name in whole.class_names if name not in layout.class_names]
+        sets["near"] = decode([s for s in whole.samples["test"] if whole.class_names[s[1]] in held_out_classes])[0]
     train_images, train_labels = decode(feature_train)
 
     def run(images):
@@ -106,11 +118,13 @@ def main(argv=None) -> int:
     }
     test_top1 = float((outputs["test"][0].argmax(axis=1) == test_labels).mean())
     results = {"model": str(args.model), "test_top1_single_view": test_top1, "far_photos": len(names),
-               "synthetic": len(synthetic), "detectors": {}}
+               "synthetic": len(synthetic), "held_out_classes": held_out_classes,
+               "near_photos": len(sets.get("near", [])), "detectors": {}}
     print(f"model {args.model}: test top-1 {test_top1:.2%} (single view); {len(names)} far-OOD photos, "
           f"{len(synthetic)} synthetic")
-    print("| detector | far-OOD AUROC | FPR95 | far-OOD flagged | synthetic flagged | test flagged |")
-    print("|---|---:|---:|---:|---:|---:|")
+    near = " | near-OOD AUROC | near FPR95 | near flagged" if "near" in sets else ""
+    print(f"| detector | far-OOD AUROC | FPR95 | far-OOD flagged | synthetic flagged | test flagged{near} |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * (3 if near else 0))
     for name, score in detectors.items():
         scores = {key: score(*outputs[key]) for key in outputs}
         threshold = ood.fit_none_threshold(scores["holdout"])
@@ -119,9 +133,15 @@ def main(argv=None) -> int:
                "far_flagged": ood.flagged_share(scores["far"], threshold),
                "synthetic_flagged": ood.flagged_share(scores["synthetic"], threshold),
                "test_flagged": ood.flagged_share(scores["test"], threshold), "threshold": threshold}
+        cells = ""
+        if "near" in scores:
+            row.update({"near_auroc": ood.auroc(scores["test"], scores["near"]),
+                        "near_fpr95": ood.fpr_at_tpr(scores["test"], scores["near"]),
+                        "near_flagged": ood.flagged_share(scores["near"], threshold)})
+            cells = f" {row['near_auroc']:.3f} | {row['near_fpr95']:.1%} | {row['near_flagged']:.1%} |"
         results["detectors"][name] = row
         print(f"| {name} | {row['auroc']:.3f} | {row['fpr95']:.1%} | {row['far_flagged']:.1%} | "
-              f"{row['synthetic_flagged']:.1%} | {row['test_flagged']:.1%} |")
+              f"{row['synthetic_flagged']:.1%} | {row['test_flagged']:.1%} |{cells}")
     none = ood.none_scores(softmax(outputs["far"][0]))
     results["far_photo_scores"] = dict(zip(names, map(float, none), strict=True))
     if args.json:

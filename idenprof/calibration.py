@@ -14,8 +14,9 @@ needs no custom objects. Its head, by layer name:
     probabilities  Activation("softmax"), float32: the output [N, C], in class index order
 
 `calibration.json`, written beside the model, holds T, the expected calibration error (ECE) before
-and after on the hold-out, `min_confidence` (see `confidence_threshold`) and, for a model fine-tuned
-with outlier exposure, `none_threshold` (idenprof.ood).
+and after on the hold-out, `min_confidence` (see `confidence_threshold`), `none_threshold` for a
+model with a none detector (idenprof.ood) and `conformal`, the hold-out scores prediction sets are
+made from (idenprof.conformal).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class Calibration:
     # "None of these" (idenprof.ood): set only for a model taught it by outlier exposure.
     none_threshold: float | None = None
     none_rule: str | None = None
+    # Prediction sets (idenprof.conformal.ConformalSets.to_json): the hold-out's sorted scores.
+    conformal: dict | None = None
 
     def write(self, path: Path) -> Path:
         return write_json_atomically(asdict(self), path)

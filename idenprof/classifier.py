@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from idenprof.calibration import read_min_confidence
+from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, check_coverage, read_conformal
 from idenprof.data.imaging import load_image_rgb, rgb_pixels
 from idenprof.errors import ConfigError, ModelFileError
 from idenprof.inference import (
@@ -52,6 +53,12 @@ def none_message(class_count: int, score: float) -> str:
     return f"none of the {class_count} professions (score {score:.2f})"
 
 
+def set_message(names: list[str], coverage: float) -> str:
+    """What infer.py says under a prediction: its set, e.g. "chef or waiter (90% sets)"."""
+    shown = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"{shown} ({coverage:.0%} sets)"
+
+
 @dataclass(frozen=True)
 class HeatMap:
     """Grad-CAM of one photo for one class: `png` is the photo (at most `max_side` pixels a side)
@@ -71,13 +78,19 @@ class Classifier:
         min_confidence: a top probability below this (0..1) means "not sure" (`is_unsure`).
         none_threshold: a none-score above this (0..1) means "none of these" (`is_none_of_these`,
             see idenprof.ood); None: the model has no detector and flags nothing.
+        conformal: the hold-out scores prediction sets are made from (idenprof.conformal); None:
+            the model has none, and `prediction_set` gives None.
+        coverage: the default share of photos whose set holds the true class (0..1).
     """
 
     def __init__(self, predictor: Predictor, min_confidence: float = 0.0,
-                 none_threshold: float | None = None):
+                 none_threshold: float | None = None, conformal: ConformalSets | None = None,
+                 coverage: float = DEFAULT_COVERAGE):
         self.predictor = predictor
         self.min_confidence = min_confidence
         self.none_threshold = none_threshold
+        self.conformal = conformal
+        self.coverage = coverage
         # One model call at a time: the LiteRT interpreter is not thread-safe, and on a few CPU
         # cores overlapping Keras calls (each using every core) gains nothing.
         self._model_lock = threading.Lock()
@@ -98,7 +111,7 @@ class Classifier:
     def __repr__(self) -> str:
         return (f"Classifier({str(self.model_path)!r}, {len(self.class_names)} classes, "
                 f"{self.image_size} px, min_confidence={self.min_confidence}, "
-                f"none_threshold={self.none_threshold})")
+                f"none_threshold={self.none_threshold}, coverage={self.coverage})")
 
     def pixels(self, image: ImageInput) -> np.ndarray:
         """The model's input for one image: uint8 RGB [S, S, 3]. Raises ImageError (an
@@ -157,17 +170,44 @@ class Classifier:
         return self.none_threshold is not None and bool(predictions) and (
             self.none_score(predictions) > self.none_threshold)
 
-    def prediction_json(self, predictions: Predictions) -> dict:
+    def prediction_set(self, predictions: Predictions, coverage: float | None = None) -> list[str] | None:
+        """The classes a photo is among, most likely first, in sets that hold the true class for
+        a share `coverage` (default `self.coverage`) of photos like the model's hold-out
+        (idenprof.conformal); None for a model without conformal scores.
+
+        `predictions` is a `predict` result; ask for every class (`top=len(class_names)`), as a
+        set can be longer than a short top list. Raises ConfigError when it is too short to tell.
+        """
+        if self.conformal is None or not predictions:
+            return None
+        coverage = self.coverage if coverage is None else checked_coverage(coverage)
+        length, goes_on = self.conformal.ranked_set_length([p for _, p in predictions], coverage)
+        if goes_on and len(predictions) < len(self.class_names):
+            raise ConfigError(f"the {coverage:.0%} set of this photo is longer than the top {len(predictions)} "
+                              f"classes asked for; predict with top={len(self.class_names)}")
+        return [name for name, _ in predictions[:length]]
+
+    def predict_set(self, image: ImageInput, coverage: float | None = None, tta: bool = False) -> list[str] | None:
+        """`prediction_set` of one photo: e.g. ["chef", "waiter"]."""
+        return self.prediction_set(self.predict(image, top=len(self.class_names), tta=tta), coverage)
+
+    def prediction_json(self, predictions: Predictions, top: int | None = None,
+                        coverage: float | None = None) -> dict:
         """One image's result as infer.py --json prints it and the web API answers it:
-        {"predictions": [{"class": name, "probability": p}, ...], "unsure": bool,
-        "none_score": 0..1, "none_of_these": bool}."""
+        {"predictions": [{"class": name, "probability": p}, ...] (the first `top`), "unsure": bool,
+        "none_score": 0..1, "none_of_these": bool, "prediction_set": {"classes": [name, ...],
+        "coverage": 0..1} or None (a model without conformal scores)}. Pass every class's
+        prediction for the set (see `prediction_set`)."""
+        classes = self.prediction_set(predictions, coverage)
         return {
             "predictions": [
-                {"class": name, "probability": probability} for name, probability in predictions
+                {"class": name, "probability": probability} for name, probability in predictions[:top]
             ],
             "unsure": self.is_unsure(predictions),
             "none_score": self.none_score(predictions),
             "none_of_these": self.is_none_of_these(predictions),
+            "prediction_set": None if classes is None else {
+                "classes": classes, "coverage": self.coverage if coverage is None else coverage},
         }
 
     def predict_files(
@@ -267,6 +307,18 @@ def checked_unit(value, name: str, kind: str, source: str | None = None) -> floa
     return float(value)
 
 
+def checked_coverage(value, source: str = "coverage") -> float:
+    """`value` as a coverage strictly between 0 and 1; ConfigError naming `source` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{source}: coverage must be a number between 0 and 1 (e.g. 0.9), got {value!r}")
+    try:
+        check_coverage(float(value))
+    except ValueError:
+        raise ConfigError(f"{source}: coverage must be between 0 and 1, both excluded (e.g. 0.9), "
+                          f"got {value!r}") from None
+    return float(value)
+
+
 def checked_min_confidence(value, source: str = "min_confidence") -> float:
     return checked_unit(value, "min_confidence", "probability", source)
 
@@ -278,6 +330,7 @@ def load(
     runs_dir: str | Path = "runs",
     min_confidence: float | None = None,
     none_threshold: float | None = None,
+    coverage: float | None = None,
 ) -> Classifier:
     """Load a classifier.
 
@@ -290,6 +343,8 @@ def load(
             else 0 (never unsure).
         none_threshold: "none of these" threshold on the none-score 0..1; default:
             calibration.json beside the model, else None (never flagged).
+        coverage: default coverage of the prediction sets, 0..1 exclusive (default 0.9); the sets
+            need conformal scores in calibration.json beside the model.
     Raises ModelFileError (an IdenprofError) when there is no usable model.
     """
     model_path = resolve_model_path(None if model is None else str(model), Path(runs_dir))
@@ -300,4 +355,6 @@ def load(
         none_threshold = read_none_threshold(model_path)
     else:
         none_threshold = checked_unit(none_threshold, "none_threshold", "score")
-    return Classifier(predictor, checked_min_confidence(min_confidence), none_threshold)
+    coverage = DEFAULT_COVERAGE if coverage is None else checked_coverage(coverage)
+    return Classifier(predictor, checked_min_confidence(min_confidence), none_threshold,
+                      read_conformal(model_path), coverage)

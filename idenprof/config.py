@@ -1,5 +1,8 @@
 """One flat training configuration: defaults reproduce the original IdenProf recipe; presets and
-command-line flags override them. The resolved config is saved with every run."""
+command-line flags override them. The resolved config is saved with every run.
+
+Each setting is declared once, as a TrainConfig field with its flag's help, group and parser
+(`setting`): train.py's flags and docs/TRAINING.md's flag table are made from those fields."""
 
 from __future__ import annotations
 
@@ -12,75 +15,134 @@ from idenprof.errors import ConfigError
 from idenprof.run_folder import KEEP_RULES
 from idenprof.runtime import PRECISIONS, XLA_MODES
 
-CLASS_WEIGHTS = ("balanced",)
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("step", "cosine", "constant")
-LOADERS = ("tfdata", "generator")
-VALIDATE_ON = ("holdout", "test")
+
+def setting(default, help: str, group: str, *, parse=None, choices=None, negated: str | None = None,
+            factory=None):
+    """A TrainConfig field and its train.py flag, declared once: `help` and `group` for --help and
+    docs/TRAINING.md's table, `parse` (a type or a parser of the flag's text), `choices`, and for a
+    boolean that is on by default the `negated` flag that turns it off (e.g. --no-flip)."""
+    metadata = {"help": help, "group": group, "parse": parse, "choices": choices, "negated": negated}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def comma_floats(text: str) -> list[float]:
+    """A flag's 'A,B' as [A, B]."""
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def comma_ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+DATA, MODEL, OPTIMISATION, AUGMENTATION, MACHINERY = ("data", "model", "optimisation", "augmentation",
+                                                      "machinery and output")
 
 
 @dataclass
 class TrainConfig:
+    """Every training setting, its default (the original IdenProf recipe) and its flag's help."""
+
     # Data
-    dataset: str = "idenprof"  # a name in idenprof.data.catalog.DATASETS
-    data_dir: str | None = None  # None: data/<dataset>
-    data_url: str | None = None  # None: the dataset's official source (IdenProf: $IDENPROF_URL first)
-    data_sha256: str | None = None
-    download_only: bool = False
-    max_per_class: int | None = None  # train on a subset (quick trials and tests)
-    val_fraction: float = 0.1  # stratified hold-out carved from train, for checkpoint selection
-    validate_on: str = "holdout"  # "test" reproduces the original code (validates on test)
-    exclude_test_duplicates: bool = False  # drop train images whose bytes also appear in test
-    loader: str = "tfdata"
-    cache_dir: str | None = None  # decoded-image cache on disk; None: memory when it fits
+    dataset: str = setting("idenprof", "the dataset: {datasets}", DATA)
+    data_dir: str | None = setting(None, "the dataset's folder (IdenProf: train/ and test/ class folders; others: "
+                                   "their official files); downloaded here when missing (default: data/<dataset>)",
+                                   DATA)
+    data_url: str | None = setting(None, "where to download from: a mirror's base URL, the archive's URL, or a local "
+                                   "file or folder (default: the official source; for IdenProf $IDENPROF_URL first)",
+                                   DATA)
+    data_sha256: str | None = setting(None, "expected SHA-256 of a one-archive dataset (replaces the published "
+                                      "checksum)", DATA)
+    download_only: bool = setting(False, "download, verify and extract the dataset, print its layout, and stop",
+                                  DATA)
+    max_per_class: int | None = setting(None, "use at most N training images per class (quick trials)", DATA,
+                                        parse=int)
+    val_fraction: float = setting(0.1, "stratified hold-out fraction of train, for checkpoint selection and "
+                                  "calibration", DATA, parse=float)
+    validate_on: str = setting("holdout", "validate on the hold-out, or on test as the original code did", DATA,
+                               choices=("holdout", "test"))
+    exclude_test_duplicates: bool = setting(False, "leave out training images whose bytes also appear in test", DATA)
+    loader: str = setting("tfdata", "input pipeline: tf.data (decode once, cached), or the original "
+                          "ImageDataGenerator", DATA, choices=("tfdata", "generator"))
+    cache_dir: str | None = setting(None, "keep decoded images here between runs (default: in memory)", DATA)
     # Model
-    model: str = "resnet50"
-    weights: str | None = None  # None (from scratch), "imagenet", or a weights file
-    weights_origin: str | None = None  # mirror URL or local path for the ImageNet weights file
-    weights_hash: str | None = None  # MD5 or SHA-256 of that file (default: keras.applications')
-    image_size: int = 224  # the model's input: evaluation, export and inference
-    train_image_size: int | None = None  # training crops' side; None: image_size
-    whole_image_fraction: float = 0.0  # last fraction of training on whole image_size images
-    width: float = 1.0
-    stem: str = "imagenet"
-    zero_init_residual: bool = False
-    stochastic_depth: float = 0.0  # ResNets: drop probability of the last residual branch in training
+    model: str = setting("resnet50", "the network: {models}", MODEL)
+    weights: str | None = setting(None, "start from 'imagenet' (ResNet-50/101/152, keras.applications' weights) "
+                                  "or a weights file (default: from scratch)", MODEL)
+    weights_origin: str | None = setting(None, "mirror URL or local path for the ImageNet weights file", MODEL)
+    weights_hash: str | None = setting(None, "MD5 or SHA-256 the ImageNet weights file must have (default: Keras' "
+                                       "published hash)", MODEL)
+    image_size: int = setting(224, "the model's input side in pixels: evaluation, export and inference (best a "
+                              "multiple of the network's total stride: 32 with the imagenet stem, 16 with "
+                              "small_pool, 8 with small)", MODEL, parse=int)
+    train_image_size: int | None = setting(None, "train on images (or random crops) of this side, cheaper than "
+                                           "--image-size (default: --image-size)", MODEL, parse=int)
+    whole_image_fraction: float = setting(0.0, "train the last FRACTION of the run (time or epochs) on whole images "
+                                          "at --image-size, flips only", AUGMENTATION, parse=float)
+    width: float = setting(1.0, "filter-count multiplier for every stage", MODEL, parse=float)
+    stem: str = setting("imagenet", "input stem: imagenet (7x7/2 conv + max-pool), small (3x3/1) or small_pool "
+                        "(3x3/1 + 2x2 max-pool), for 32..128 px images", MODEL)
+    zero_init_residual: bool = setting(False, "start each residual branch's last batch norm at zero", MODEL)
+    stochastic_depth: float = setting(0.0, "ResNets: in training, drop the last residual branch of each image with "
+                                      "this probability, earlier ones with linearly less (0: off)", MODEL, parse=float)
     # Optimisation (the original: Adam 1e-3, /10 after epochs 80, 120, 160, 180; 200 epochs)
-    epochs: int = 200
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "step"
-    lr_boundaries: list[int] = field(default_factory=lambda: [80, 120, 160, 180])
-    lr_decay_factor: float = 0.1
-    warmup_epochs: float = 0.0
-    momentum: float = 0.9  # SGD
-    weight_decay: float = 0.0  # AdamW and SGD (decoupled)
-    label_smoothing: float = 0.0
-    class_weight: str | None = None  # "balanced": weight each class's loss by total / (classes x its count)
-    patience: int | None = None  # stop when validation accuracy has not improved for this many epochs
-    keep: str = "best"  # the checkpoint evaluated and exported: "best" on the hold-out, or "last" epoch
-    ema_momentum: float | None = None  # average the weights per step; validation and checkpoints use the average
+    epochs: int = setting(200, "training epochs", OPTIMISATION, parse=int)
+    batch_size: int = setting(32, "images per step, across all devices (a multiple of their number)", OPTIMISATION,
+                              parse=int)
+    optimizer: str = setting("adam", "the optimizer (sgd: with Nesterov momentum)", OPTIMISATION,
+                             choices=("adam", "adamw", "sgd"))
+    lr: float = setting(1e-3, "base (peak) learning rate", OPTIMISATION, parse=float)
+    schedule: str = setting("step", "learning-rate schedule", OPTIMISATION, choices=("step", "cosine", "constant"))
+    lr_boundaries: list[int] = setting(None, "step schedule: epochs after which the rate is multiplied by "
+                                       "--lr-decay-factor", OPTIMISATION, parse=comma_ints,
+                                       factory=lambda: [80, 120, 160, 180])
+    lr_decay_factor: float = setting(0.1, "step schedule: factor at each boundary", OPTIMISATION, parse=float)
+    warmup_epochs: float = setting(0.0, "cosine schedule: linear warm-up length in epochs", OPTIMISATION, parse=float)
+    momentum: float = setting(0.9, "SGD momentum (Nesterov)", OPTIMISATION, parse=float)
+    weight_decay: float = setting(0.0, "decoupled weight decay (adamw, sgd)", OPTIMISATION, parse=float)
+    label_smoothing: float = setting(0.0, "label smoothing", OPTIMISATION, parse=float)
+    class_weight: str | None = setting(None, "balanced: weight each class's loss by total / (classes x its count), "
+                                       "for imbalanced folders", OPTIMISATION, choices=("balanced",))
+    patience: int | None = setting(None, "stop when validation accuracy has not improved for N epochs (counts "
+                                   "across a resume)", OPTIMISATION, parse=int)
+    keep: str = setting("best", "the checkpoint evaluated and exported: best (highest hold-out accuracy) or last "
+                        "(the final epoch, for schedules that anneal to zero)", OPTIMISATION, choices=KEEP_RULES)
+    ema_momentum: float | None = setting(None, "keep an exponential moving average of the weights with this "
+                                         "momentum per step (e.g. 0.999); validation, the checkpoint and the "
+                                         "exports use the average", OPTIMISATION, parse=float)
     # Augmentation (the original: horizontal flips)
-    flip: bool = True
-    crop_scale: list[float] | None = None  # random-resized-crop area range, e.g. [0.35, 1.0]
-    shift: float = 0.0
-    rotation: float = 0.0
-    color_jitter: float = 0.0  # brightness, contrast and saturation factors in [1 - s, 1 + s] per image
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    tta: bool = False  # evaluate with the mean of the image and its mirror
-    record_validation: bool = False  # save the hold-out's probabilities per epoch (checkpoint-rule study)
+    flip: bool = setting(True, "random horizontal flips", AUGMENTATION, negated="--no-flip")
+    crop_scale: list[float] | None = setting(None, "random-resized-crop area range MIN,MAX, e.g. 0.35,1",
+                                             AUGMENTATION, parse=comma_floats)
+    shift: float = setting(0.0, "random shift, fraction of the image size", AUGMENTATION, parse=float)
+    rotation: float = setting(0.0, "random rotation, degrees", AUGMENTATION, parse=float)
+    color_jitter: float = setting(0.0, "scale each image's brightness, contrast and saturation by random factors "
+                                  "in [1-S, 1+S] (0: off)", AUGMENTATION, parse=float)
+    mixup_alpha: float = setting(0.0, "mixup strength (0: off; with --cutmix-alpha too, each batch gets one of "
+                                 "them at random)", AUGMENTATION, parse=float)
+    cutmix_alpha: float = setting(0.0, "cutmix strength (0: off)", AUGMENTATION, parse=float)
+    tta: bool = setting(False, "evaluate with the mean of each image and its mirror", AUGMENTATION)
+    record_validation: bool = setting(False, "save the hold-out's class probabilities after every epoch in the "
+                                      "run's validation/ (one extra prediction pass per epoch; for "
+                                      "bench/checkpoint_rule.py)", MACHINERY)
     # Machinery
-    precision: str = "auto"
-    xla: str = "auto"
-    fused_batch_norm: bool = True  # train with TensorFlow's fused kernel; saved models use Keras' layer
-    cpu_replicas: int | None = None  # split the CPU into N logical devices (tests the multi-GPU path)
-    time_budget_min: float | None = None  # stop (and end the schedule) when the budget is spent
-    run_dir: str | None = None  # None: runs/<model>-<image_size>px-seed<seed>
-    seed: int = 0
-    preset: str | None = None
-    progress: bool = True
+    precision: str = setting("auto", "auto (float16 on GPU, bfloat16 on CPUs with native bf16, else float32), "
+                             "float32, float16, bfloat16, or mixed", MACHINERY, choices=PRECISIONS)
+    xla: str = setting("auto", "XLA compilation: auto (on for one GPU), on, off", MACHINERY, choices=XLA_MODES)
+    fused_batch_norm: bool = setting(True, "train with TensorFlow's fused batch-norm kernel (saved models use "
+                                     "Keras' layer either way)", MACHINERY, negated="--no-fused-batch-norm")
+    cpu_replicas: int | None = setting(None, "split the CPU into N devices under MirroredStrategy (tests the "
+                                       "multi-GPU path)", MACHINERY, parse=int)
+    time_budget_min: float | None = setting(None, "end training when this many minutes (from the start) are spent; "
+                                            "with --schedule cosine the schedule ends with the budget",
+                                            OPTIMISATION, parse=float)
+    run_dir: str | None = setting(None, "output folder (default: runs/<preset or model>-<size>px-seed<seed>)",
+                                  MACHINERY)
+    seed: int = setting(0, "random seed for splits, initialisation, shuffling and augmentation", MACHINERY,
+                        parse=int)
+    preset: str | None = setting(None, "a named recipe: {presets}; other flags override it", MACHINERY)
+    progress: bool = setting(True, "progress bars", MACHINERY, negated="--quiet")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -237,18 +299,11 @@ def validate_config(c: TrainConfig) -> None:
         positive("patience", c.patience)
     if c.time_budget_min is not None:
         positive("time_budget_min", c.time_budget_min)
-    for name, value, choices in (
-        ("optimizer", c.optimizer, OPTIMIZERS),
-        ("schedule", c.schedule, SCHEDULES),
-        ("loader", c.loader, LOADERS),
-        ("validate-on", c.validate_on, VALIDATE_ON),
-        ("keep", c.keep, KEEP_RULES),
-        ("class-weight", c.class_weight, (None, *CLASS_WEIGHTS)),
-        ("precision", c.precision, PRECISIONS),
-        ("xla", c.xla, XLA_MODES),
-    ):
-        if value not in choices:
-            raise ConfigError(f"--{name} {value!r} is unknown; choose one of {', '.join(c for c in choices if c)}")
+    for name, f in FIELDS.items():
+        choices = f.metadata["choices"]
+        value = getattr(c, name)
+        if choices and value not in choices and not (value is None and f.default is None):
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is unknown; choose one of {', '.join(choices)}")
     if not 0.0 <= c.val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {c.val_fraction}")
     if c.validate_on == "holdout" and c.val_fraction == 0.0:
@@ -338,3 +393,11 @@ def size_notes(config: TrainConfig) -> list[str]:
             notes.append(f"{flag} {size} is not a multiple of {stride} (the network's total stride with the "
                          f"{config.stem} stem), which costs accuracy; {lower} or {upper} would not")
     return notes
+
+
+def choices_of(name: str) -> tuple:
+    """The allowed values of a TrainConfig setting with a fixed list (empty for the others)."""
+    return tuple(FIELDS[name].metadata["choices"] or ())
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -9,11 +9,16 @@ test/, or your own photos; a subset of the classes is fine). The output folder g
     report.json              top-1, top-5, per-class precision/recall/F1, confusion matrix, ECE,
                              unreadable files, the most confident mistakes, and "none_of_these":
                              the share flagged as none of the classes and, given photos of
-                             unknowns, how well the none-score tells them apart (AUROC, FPR95)
+                             unknowns, how well the none-score tells them apart (AUROC, FPR95);
+                             "selective": accuracy against the share answered (idenprof.selective);
+                             "prediction_sets": coverage and size of the conformal sets, per
+                             class too, for a model with them (idenprof.conformal)
     confusion_matrix.png     rows: true class, columns: predicted
     reliability_diagram.png  accuracy against confidence (15 bins) with the ECE
+    risk_coverage.png        accuracy of the answered photos against the share answered
     top_mistakes.png         the wrong predictions the model was surest of (with `gallery`)
-    predictions.csv          one row per image: path, true, predicted, probability, p(true)
+    predictions.csv          one row per image: path, true, predicted, probability, p(true), and
+                             the probability of every class (p_<class>)
 
 evaluate.py and idenprof.packaging (the test report of the shipped model) both call
 `evaluate_samples`. Images are decoded by idenprof.data.decoded (the same pixels as training and
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from idenprof.calibration import ECE_BINS, expected_calibration_error, read_min_confidence
+from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, read_conformal, set_report
 from idenprof.data.dataset import Sample, scan_class_folders
 from idenprof.data.imaging import IMAGE_EXTENSIONS
 from idenprof.errors import DatasetError
@@ -40,11 +46,14 @@ from idenprof.report import (
     plot_confusion_matrix,
     plot_image_gallery,
     plot_reliability_diagram,
+    plot_risk_coverage,
 )
+from idenprof.selective import selective_report
 
 REPORT_FILENAME = "report.json"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability_diagram.png"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 MISTAKES_PNG = "top_mistakes.png"
 PREDICTIONS_CSV = "predictions.csv"
 MISTAKES_SHOWN = 16
@@ -74,11 +83,13 @@ def labelled_samples(data_dir: Path, class_names: list[str]) -> list[Sample]:
 def evaluate_folder(predictor: Predictor, data_dir: Path, out_dir: Path, unknown_dir: Path | None = None,
                     **options) -> dict:
     """`evaluate_samples` on every image of a class-folder dataset (see `labelled_samples`), with
-    the min_confidence and none_threshold of the model's calibration.json when it has them, and the
+    the min_confidence, none_threshold and conformal scores of the model's calibration.json when it
+    has them, and the
     images of `unknown_dir` (any folder tree of photos of none of the classes) as unknowns."""
     samples = labelled_samples(Path(data_dir), predictor.class_names)
     options.setdefault("min_confidence", read_min_confidence(predictor.model_path))
     options.setdefault("none_threshold", read_none_threshold(predictor.model_path))
+    options.setdefault("conformal", read_conformal(predictor.model_path))
     if unknown_dir is not None:
         options["unknowns"] = unknown_images(Path(unknown_dir))
     return evaluate_samples(predictor, samples, out_dir, root=Path(data_dir), **options)
@@ -108,6 +119,8 @@ def evaluate_samples(
     min_confidence: float | None = None,
     none_threshold: float | None = None,
     unknowns: list[str] | None = None,
+    conformal: ConformalSets | None = None,
+    coverage: float = DEFAULT_COVERAGE,
     progress: bool = False,
 ) -> dict:
     """Predict every sample once and write the report files into `out_dir` (created).
@@ -127,6 +140,9 @@ def evaluate_samples(
         none_threshold: also report the share of images flagged as none of the classes (idenprof.ood).
         unknowns: paths of photos of none of the classes: report how well the none-score tells
             them from `samples` (AUROC, FPR at 95% TPR) and the share flagged.
+        conformal: the model's calibration scores (idenprof.conformal): report the sets' coverage,
+            mean size and singleton share at `coverage` (0..1), overall and per class (single view,
+            as they were calibrated, even with `tta`).
 
     Returns:
         The report (what report.json holds). Unreadable images are listed in it and left out.
@@ -162,6 +178,10 @@ def evaluate_samples(
     if none_threshold is not None or unknowns:
         report["none_of_these"] = none_report(predictor, probs, none_threshold, unknowns, tta, batch_size,
                                               progress)
+    report["selective"] = selective_report(probs, labels)
+    if conformal is not None:
+        # Single view, as the sets were calibrated and as infer.py predicts by default.
+        report["prediction_sets"] = {"view": "single", **set_report(views.single, labels, conformal, coverage, names)}
     report["subsets"] = {}
     for subset, paths in (subsets or {}).items():
         keep = np.array([p in paths for p in decoded.paths], dtype=bool)
@@ -179,11 +199,14 @@ def evaluate_samples(
     ]
 
     files = {"report": REPORT_FILENAME, "confusion_matrix": CONFUSION_PNG,
-             "reliability_diagram": RELIABILITY_PNG, "predictions": PREDICTIONS_CSV}
+             "reliability_diagram": RELIABILITY_PNG, "risk_coverage": RISK_COVERAGE_PNG,
+             "predictions": PREDICTIONS_CSV}
     plot_confusion_matrix(report["confusion_matrix"], names, out_dir / CONFUSION_PNG,
                           title=f"confusion matrix ({split_name}, {len(labels)} images)")
     plot_reliability_diagram({Path(predictor.model_path).name: (probs, labels)}, out_dir / RELIABILITY_PNG,
                              title=f"reliability ({split_name}, {len(labels)} images)")
+    plot_risk_coverage(report["selective"], out_dir / RISK_COVERAGE_PNG,
+                       title=f"risk-coverage ({split_name}, {len(labels)} images)")
     if gallery:
         captions = [f"true {m['true']}\npredicted {m['predicted']} {m['probability']:.0%}"
                     for m in report["most_confident_mistakes"]]
@@ -221,17 +244,33 @@ def none_report(predictor: Predictor, probs: np.ndarray, none_threshold: float |
 
 def write_predictions_csv(path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray,
                           class_names: list[str]) -> Path:
-    """One row per image: path, true, predicted, probability (of the prediction), true_probability."""
+    """One row per image: path, true, predicted, probability (of the prediction), true_probability,
+    then p_<class> for every class in class index order (what prediction sets are computed from)."""
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             out = csv.writer(f)
-            out.writerow(["path", "true", "predicted", "probability", "true_probability"])
+            out.writerow(["path", "true", "predicted", "probability", "true_probability"]
+                         + [f"p_{name}" for name in class_names])
             for p, label, row in zip(paths, labels, probs, strict=True):
                 guess = int(row.argmax())
                 out.writerow([p, class_names[label], class_names[guess], f"{row[guess]:.6f}",
-                              f"{row[label]:.6f}"])
+                              f"{row[label]:.6f}"] + [f"{value:.6f}" for value in row])
 
     return atomic_write(path, write)
+
+
+def read_predictions_csv(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(probabilities float64 [N, C], labels int [N], class names) from a predictions.csv."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    columns = [c for c in rows[0] if c.startswith("p_")]
+    if not columns:
+        raise DatasetError(f"{path} has no p_<class> columns (written before they were added)")
+    names = [c[2:] for c in columns]
+    start = rows[0].index(columns[0])
+    probabilities = np.array([[float(v) for v in row[start:start + len(names)]] for row in rows[1:]])
+    labels = np.array([names.index(row[1]) for row in rows[1:]], dtype=np.int64)
+    return probabilities, labels, names
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -253,14 +292,25 @@ def summary_lines(report: dict) -> list[str]:
         flagged = "" if none["unknown_flagged"] is None else f", {none['unknown_flagged']:.1%} of them flagged"
         lines.append(f"unknowns: {none['unknown_images']} images; AUROC {none['auroc']:.3f}, FPR at 95% TPR "
                      f"{none['fpr95']:.1%}{flagged}")
+    selective = report["selective"]["accuracy_at_coverage"]
+    lines.append("answering only the most confident: " + ", ".join(
+        f"{float(share):.0%} of the images {accuracy:.1%} correct" for share, accuracy in selective.items()
+        if share in ("0.5", "0.8", "0.9")) + f" (AURC {report['selective']['aurc']:.3f})")
+    sets = report.get("prediction_sets")
+    if sets:
+        lines.append(f"prediction sets at {sets['target']:.0%}: they hold the true class for {sets['coverage']:.1%} "
+                     f"of the images, {sets['mean_size']:.2f} classes on average, {sets['singletons']:.1%} "
+                     f"a single class ({fmt(sets['singleton_accuracy'])} of those right)")
     for name, part in report["subsets"].items():
         lines.append(f"{name.replace('_', ' ')}: {part['images']} images, top-1 {part['top1']:.2%}, "
                      f"top-5 {part['top5']:.2%}")
     width = max(len(n) for n in report["class_names"] + ["class"])
-    lines.append(f"{'class':{width}}  precision  recall      F1  images")
+    set_sizes = (sets or {}).get("per_class", {})
+    lines.append(f"{'class':{width}}  precision  recall      F1  images" + ("  set size" if set_sizes else ""))
     for name, c in report["per_class"].items():
+        size = f"  {set_sizes[name]['mean_size']:>8.2f}" if name in set_sizes else ""
         lines.append(f"{name:{width}}  {fmt(c['precision']):>9}  {fmt(c['recall']):>6}  {fmt(c['f1']):>6}  "
-                     f"{c['support']:>6}")
+                     f"{c['support']:>6}{size}")
     if report["unreadable"]:
         lines.append(f"{len(report['unreadable'])} unreadable image(s) left out (listed in {REPORT_FILENAME})")
     return lines

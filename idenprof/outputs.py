@@ -1,8 +1,9 @@
 """Prediction files: one row per input image, as CSV, JSON or JSON Lines, written atomically.
 
 Each row: the path (or URL), the top classes with their probabilities, whether the model is unsure,
-its none-score and whether the photo shows none of the classes (idenprof.ood), and the error when
-the image could not be predicted (then no classes).
+its none-score and whether the photo shows none of the classes (idenprof.ood), its prediction set
+(idenprof.conformal; in CSV the classes joined by "|"), and the error when the image could not be
+predicted (then no classes).
 """
 
 from __future__ import annotations
@@ -32,18 +33,19 @@ def check_output_path(path: Path) -> Path:
     return path
 
 
-FAILED = {"predictions": [], "unsure": None, "none_score": None, "none_of_these": None}
+FAILED = {"predictions": [], "unsure": None, "none_score": None, "none_of_these": None, "prediction_set": None}
 
 
-def prediction_rows(inputs: list[str], results, errors, classifier) -> list[dict]:
-    """Rows in input order: {"path", "predictions": [{"class", "probability"}], "unsure",
-    "none_score", "none_of_these", "error"}; `classifier` (None when no image was read) judges each."""
+def prediction_rows(inputs: list[str], results, errors, classifier, top: int | None = None) -> list[dict]:
+    """Rows in input order: {"path", "predictions": [{"class", "probability"}] (the first `top`),
+    "unsure", "none_score", "none_of_these", "prediction_set", "error"}; `classifier` (None when no
+    image was read) judges each."""
     by_path = {r.path: r for r in results}
     failed = {e.path: e.message for e in errors}
     rows = []
     for path in inputs:
         if path in by_path:
-            rows.append({"path": path, **classifier.prediction_json(by_path[path].predictions), "error": None})
+            rows.append({"path": path, **classifier.prediction_json(by_path[path].predictions, top), "error": None})
         elif path in failed:
             rows.append({"path": path, **FAILED, "error": failed[path]})
     for path, message in failed.items():  # arguments that named no image (missing file, empty folder)
@@ -65,7 +67,7 @@ def write_predictions(path: Path, rows: list[dict], top: int) -> Path:
         header = ["path"]
         for rank in range(1, top + 1):
             header += [f"class_{rank}", f"probability_{rank}"]
-        writer.writerow(header + ["unsure", "none_score", "none_of_these", "error"])
+        writer.writerow(header + ["unsure", "none_score", "none_of_these", "prediction_set", "error"])
         for row in rows:
             cells = [row["path"]]
             for rank in range(top):
@@ -75,6 +77,7 @@ def write_predictions(path: Path, rows: list[dict], top: int) -> Path:
                     cells += ["", ""]
             unsure, none_of_these = ("" if row[k] is None else str(row[k]).lower() for k in ("unsure", "none_of_these"))
             score = "" if row["none_score"] is None else f"{row['none_score']:.6f}"
-            writer.writerow(cells + [unsure, score, none_of_these, row["error"] or ""])
+            classes = "|".join(row["prediction_set"]["classes"]) if row["prediction_set"] else ""
+            writer.writerow(cells + [unsure, score, none_of_these, classes, row["error"] or ""])
         text = buffer.getvalue()
     return write_text_atomically(text, path)

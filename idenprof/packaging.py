@@ -77,6 +77,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     """
     from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
     from idenprof.class_index import read_class_index
+    from idenprof.conformal import ConformalSets
     from idenprof.data.dataset import scan_dataset
     from idenprof.data.decoded import decode_images
     from idenprof.evaluation import evaluate_samples
@@ -112,8 +113,10 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     detector = None
     if none_detector == "mahalanobis":
         calibrated, detector = temper_by_distance(calibrated, train, holdout_data.images, config.seed, log)
+    # The final model's own hold-out probabilities: the detector's head changes them a little.
+    holdout_probabilities = calibrated.predict(holdout_data.images, verbose=0)
+    calibration.conformal = ConformalSets.fit(holdout_probabilities, holdout_data.labels).to_json()
     if exposure or detector:
-        holdout_probabilities = calibrated.predict(holdout_data.images, verbose=0)
         calibration.none_threshold = fit_none_threshold(none_scores(holdout_probabilities))
         calibration.none_rule = NONE_RULE
         log(f"none threshold {calibration.none_threshold:.3f} ({NONE_RULE})")
@@ -145,7 +148,8 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
         report = evaluate_samples(
             predictor, test, staging, root=data_dir, tta=config.tta, subsets={DEDUPLICATED: unique_tests},
             gallery=False, split_name="test split", min_confidence=calibration.min_confidence,
-            none_threshold=calibration.none_threshold, unknowns=unknowns or None)
+            none_threshold=calibration.none_threshold, unknowns=unknowns or None,
+            conformal=ConformalSets.from_json(calibration.conformal))
         os.replace(staging / "report.json", staging / TEST_REPORT)
         report["files"]["report"] = TEST_REPORT
         training_report = copy_training_report(run, staging)
@@ -407,10 +411,12 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "model.tflite": "the same for LiteRT (infer.py's default)"
         + (", weights stored as float16 to keep the folder under 25 MB" if float16 else ", float32"),
         CLASS_INDEX_FILENAME: "output position -> class name",
-        "calibration.json": "temperature, ECE before/after, default min_confidence and its rule",
+        "calibration.json": "temperature, ECE before/after, default min_confidence and its rule, the none "
+                            "threshold, the hold-out scores of the prediction sets",
         HOLDOUT_PNG: "reliability diagram on the hold-out, before and after calibration",
         TEST_REPORT: "the test evaluation (idenprof.evaluation, as `python evaluate.py` writes it)",
-        "predictions.csv": "every test image: true class, prediction, probability",
+        "predictions.csv": "every test image: true class, prediction, probability of each class",
+        "risk_coverage.png": "test accuracy of the answered photos against the share answered",
         "confusion_matrix.png": "test confusion matrix",
         "reliability_diagram.png": "reliability diagram on the test split",
         TRAINING_METRICS: "the training run's own test report (metrics.json)",
@@ -509,6 +515,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "",
     ]
     lines += none_section(calibration, report, exposure, detector)
+    lines += sure_section(report)
     lines += [
         "## Known weaknesses",
         "",
@@ -553,6 +560,48 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "",
     ]
     return "\n".join(lines)
+
+
+def sure_section(report) -> list[str]:
+    """The card's "How sure is it" section: prediction sets and selective accuracy on the test split."""
+    sets, selective = report.get("prediction_sets"), report.get("selective")
+    if not sets or not selective:
+        return []
+    lines = [
+        "## How sure is it",
+        "",
+        "Prediction sets (split conformal, RAPS; idenprof.conformal, docs/CONFORMAL.md): besides its top "
+        "five the model names the professions a photo is among, e.g. \"chef or waiter (90% sets)\", in "
+        "sets that hold the true profession for at least the chosen share of photos like its hold-out. "
+        "Calibrated on the hold-out (single view, as infer.py predicts); `--coverage P` picks the share. "
+        f"On the test split ({sets['images']} photos, single view):",
+        "",
+        "| target coverage | test coverage | mean set size | single-class sets | their top-1 accuracy |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for target, part in sets["by_coverage"].items():
+        lines.append(f"| {float(target):.0%} | {pct(part['coverage'])} | {part['mean_size']:.2f} | "
+                     f"{pct(part['singletons'])} | {pct(part['singleton_accuracy'])} |")
+    worst = sorted(sets["per_class"].items(), key=lambda item: -item[1]["mean_size"])
+    lines += [
+        "",
+        f"At {sets['target']:.0%}, by true class (largest sets first, where the model is least sure): "
+        + ", ".join(f"{name} {part['mean_size']:.2f} ({pct(part['coverage'])} covered)" for name, part in worst) + ".",
+        "",
+        "The guarantee is over photos like the hold-out's (taken from IdenProf's training folders), not for "
+        "each photo; IdenProf's test folders are a little harder, so coverage there runs slightly under "
+        "the target. It says nothing of photos of none of the professions (see \"None of these\").",
+        "",
+        "Answering only the photos it is surest of (risk-coverage, test split, "
+        f"{'with flip TTA' if report['tta'] else 'single view'}): "
+        + ", ".join(f"{float(share):.0%} answered {acc:.1%} right" for share, acc in
+                    selective["accuracy_at_coverage"].items())
+        + f"; area under the risk-coverage curve {selective['aurc']:.3f}.",
+        "",
+        "![risk-coverage on the test split](risk_coverage.png)",
+        "",
+    ]
+    return lines
 
 
 def none_section(calibration, report, exposure, detector=None) -> list[str]:

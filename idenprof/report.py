@@ -149,6 +149,30 @@ def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], o
     return out_png
 
 
+def plot_risk_coverage(selective: dict, out_png: Path, title: str = "risk-coverage") -> Path:
+    """Accuracy of the answered photos against the share answered, most confident first, from
+    idenprof.selective.selective_report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = selective["curve"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.plot(np.asarray(curve["coverage"]) * 100, np.asarray(curve["accuracy"]) * 100, "-",
+            label=f"AURC {selective['aurc']:.3f}")
+    ax.set_xlabel("photos answered, most confident first (%)")
+    ax.set_ylabel("accuracy of the answered photos (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out_png
+
+
 def plot_image_gallery(images: np.ndarray, captions: list[str], out_png: Path, title: str,
                        columns: int = 4) -> Path:
     """A grid of uint8 RGB images [K, S, S, 3], each with its caption; says "none" when K is 0."""

@@ -4,9 +4,11 @@
 
     GET  /                 the page (idenprof/static/: plain HTML, CSS and JS, no outside requests)
     GET  /healthz          200 {"status": "ok", ...} (the model is loaded before the app exists)
-    POST /api/predict      multipart field `image`; query top=5, tta=false, heatmap=false, class=NAME
+    POST /api/predict      multipart field `image`; query top=5, tta=false, heatmap=false, class=NAME,
+                           coverage=0.9
                            -> {"predictions": [{"class", "probability"}, ...], "unsure": bool,
-                               "none_score": 0..1, "none_of_these": bool}
+                               "none_score": 0..1, "none_of_these": bool,
+                               "prediction_set": {"classes": [...], "coverage": 0.9} or null}
                               as `infer.py --json` prints for one image, plus with heatmap=true
                               "heatmap" (PNG data URL) and "heatmap_class"
 
@@ -144,6 +146,7 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
             "classes": classifier.class_names,
             "min_confidence": classifier.min_confidence,
             "none_threshold": classifier.none_threshold,
+            "coverage": classifier.coverage if classifier.conformal is not None else None,
             "heatmaps": classifier.heatmap_model_path is not None,
         }
 
@@ -158,6 +161,8 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
         tta: bool = Query(False, description="average the photo with its mirror"),
         heatmap: bool = Query(False, description="add a Grad-CAM heat map as a PNG data URL"),
         class_name: str | None = Query(None, alias="class", description="heat map class"),
+        coverage: float | None = Query(None, gt=0, lt=1, description="coverage of the prediction set "
+                                       "(default: the server's, 0.9)"),
     ):
         if class_name is not None and class_name not in classifier.class_names:
             raise ApiError(422, f"class: unknown class {class_name!r}; the model knows "
@@ -168,8 +173,9 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
         upload = await read_upload(request, max_upload_bytes)
         try:
             async with admission.slot():
-                predictions = await run_in_threadpool(classifier.predict, upload, top, tta)
-                answer = classifier.prediction_json(predictions)
+                # Every class: the prediction set may reach past the top shown.
+                predictions = await run_in_threadpool(classifier.predict, upload, len(classifier.class_names), tta)
+                answer = classifier.prediction_json(predictions, top, coverage)
                 if heatmap:
                     heat = await run_in_threadpool(classifier.heatmap, upload, class_name)
                     answer["heatmap"] = png_data_url(heat.png)

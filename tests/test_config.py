@@ -116,3 +116,38 @@ def test_every_setting_is_type_checked_in_one_line(overrides, message):
     with pytest.raises(ConfigError) as err:
         resolve_config("cpu", overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_setting_has_exactly_one_flag_and_the_parser_reaches_every_field():
+    import dataclasses
+
+    from idenprof.cli.train import build_parser, flag_name
+
+    parser = build_parser()
+    flags = {option: action for action in parser._actions for option in action.option_strings}
+    for field in dataclasses.fields(TrainConfig):
+        assert field.metadata["help"] and field.metadata["group"], field.name
+        action = flags[flag_name(field)]
+        assert action.dest == field.name, (field.name, action.dest)
+    own = {a.dest for a in parser._actions} - {"help", "config"}
+    assert own == {f.name for f in dataclasses.fields(TrainConfig)}
+    # Every parsed value resolves: the flag's parser gives what the setting's type check accepts.
+    args = vars(parser.parse_args(["--crop-scale", "0.5,1", "--lr-boundaries", "3,5", "--no-flip", "--quiet",
+                                   "--keep", "last", "--max-per-class", "4", "--width", "0.5"]))
+    c = resolve_config(None, args)
+    assert (c.crop_scale, c.lr_boundaries, c.flip, c.progress, c.keep, c.max_per_class, c.width) == (
+        [0.5, 1.0], [3, 5], False, False, "last", 4, 0.5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--optimizer", "rmsprop"])
+
+
+def test_the_flag_table_in_docs_training_is_generated_from_the_fields():
+    from idenprof.cli.flag_table import FLAG_TABLE_END, FLAG_TABLE_START, TRAINING_DOC, with_table
+    from idenprof.cli.train import flag_table
+
+    document = TRAINING_DOC.read_text()
+    assert document.count(FLAG_TABLE_START) == 1 and document.count(FLAG_TABLE_END) == 1
+    assert with_table(document, flag_table()) == document, (
+        "docs/TRAINING.md's flag table is stale: run python -m idenprof.cli.flag_table")
+    for flag in ("--preset", "--config", "--no-flip", "--quiet", "--time-budget-min", "--keep"):
+        assert f"| `{flag}`" in document

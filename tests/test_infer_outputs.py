@@ -41,7 +41,8 @@ def test_output_file_has_one_row_per_image_in_order_with_errors(photos, tmp_path
     if suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         assert list(rows[0]) == ["path", "class_1", "probability_1", "class_2", "probability_2",
-                                 "class_3", "probability_3", "unsure", "none_score", "none_of_these", "error"]
+                                 "class_3", "probability_3", "unsure", "none_score", "none_of_these",
+                                 "prediction_set", "error"]
         paths, errors = [r["path"] for r in rows], [r["error"] for r in rows]
         first_classes = [(rows[0]["class_1"], float(rows[0]["probability_1"]))]
     else:

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = {
     "model.keras", "model.tflite", "class_index.json", "calibration.json", "calibration_holdout.png",
     "test_report.json", "predictions.csv", "confusion_matrix.png", "reliability_diagram.png",
+    "risk_coverage.png",
     "training_curves.png", "MODEL_CARD.md",
 }
 
@@ -98,8 +99,20 @@ def test_model_card_of_an_unfinished_run(interim):
     assert "--model resnet18 --image-size 32 --width 0.125" in card and "rebuilt from the settings" in card
     assert "git commit: not recorded" in card
     for section in ("## Data and splits", "## Test results", "| chef |", "## Calibration",
-                    "min_confidence", "## Known weaknesses", "Not for: identifying", "![confusion matrix]"):
+                    "min_confidence", "## Known weaknesses", "Not for: identifying", "![confusion matrix]",
+                    "## How sure is it", "| 90% |", "![risk-coverage on the test split](risk_coverage.png)"):
         assert section in card, section
+
+
+def test_the_package_carries_the_prediction_sets_hold_out_scores(interim):
+    from idenprof.conformal import read_conformal
+
+    calibration = json.loads((interim["out"] / "calibration.json").read_text())
+    fitted = read_conformal(interim["out"] / "model.tflite")
+    assert fitted is not None and len(fitted.scores) == calibration["holdout_images"]
+    report = json.loads((interim["out"] / "test_report.json").read_text())
+    assert set(report["prediction_sets"]["by_coverage"]) == {"0.8", "0.9", "0.95"}
+    assert report["prediction_sets"]["view"] == "single"
 
 
 def test_finished_run_uses_its_export_report_and_recorded_provenance(small_dataset, tmp_path, interim):

@@ -87,7 +87,8 @@ def test_healthz_says_ok_with_the_model_and_its_classes(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "model": "model.tflite", "classes": CLASS_NAMES,
-                               "min_confidence": 0.0, "none_threshold": None, "heatmaps": True}
+                               "min_confidence": 0.0, "none_threshold": None, "coverage": None,
+                               "heatmaps": True}
 
 
 def test_predict_answers_what_infer_py_json_prints_for_the_image(client, tflite, photos):

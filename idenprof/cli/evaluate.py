@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """`evaluate.py` / `idenprof-evaluate`: evaluate, write the report, print a summary."""
     args = parse_args(argv)
-    from idenprof.classifier import checked_unit
+    from idenprof.classifier import checked_coverage, checked_unit
     from idenprof.evaluation import evaluate_folder, summary_lines
     from idenprof.inference import load_predictor, resolve_model_path
 
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.none_threshold is not None:
             options["none_threshold"] = checked_unit(args.none_threshold, "none_threshold", "score",
                                                      "--none-threshold")
+        if args.coverage is not None:
+            options["coverage"] = checked_coverage(args.coverage, "--coverage")
         predictor = load_predictor(resolve_model_path(args.model, args.runs_dir), args.labels)
         print(f"model: {predictor.model_path}")
         report = evaluate_folder(predictor, args.data_dir, args.out, unknown_dir=args.unknown, **options,

@@ -26,9 +26,16 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from idenprof.classifier import Classifier, load, none_message, unsure_message  # noqa: E402
+from idenprof.classifier import (  # noqa: E402
+    Classifier,
+    checked_coverage,
+    load,
+    none_message,
+    set_message,
+    unsure_message,
+)
 from idenprof.cli import add_threshold_flags  # noqa: E402
-from idenprof.errors import IdenprofError  # noqa: E402
+from idenprof.errors import ConfigError, IdenprofError  # noqa: E402
 from idenprof.inference import expand_inputs  # noqa: E402
 from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
 
@@ -58,23 +65,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def print_text(classifier: Classifier, results, with_headers: bool) -> None:
+def print_text(classifier: Classifier, results, with_headers: bool, top: int) -> None:
     for number, result in enumerate(results):
         if with_headers:
             if number:
                 print()
             print(f"==> {result.path} <==")
-        for name, probability in result.predictions:
+        for name, probability in result.predictions[:top]:
             print(f"{name} : {probability * 100:.2f}")
         if classifier.is_none_of_these(result.predictions):
             print(none_message(len(classifier.class_names), classifier.none_score(result.predictions)))
-        elif classifier.is_unsure(result.predictions):
+            continue
+        classes = classifier.prediction_set(result.predictions)
+        if classes is not None:
+            print(set_message(classes, classifier.coverage))
+        if classifier.is_unsure(result.predictions):
             print(unsure_message(len(classifier.class_names)))
 
 
-def print_json(classifier: Classifier, results) -> None:
+def print_json(classifier: Classifier, results, top: int) -> None:
     records = [
-        {"path": result.path, **classifier.prediction_json(result.predictions)}
+        {"path": result.path, **classifier.prediction_json(result.predictions, top)}
         for result in results
     ]
     print(json.dumps(records, indent=2, ensure_ascii=False))
@@ -84,29 +95,34 @@ def main(argv: list[str] | None = None) -> int:
     """`infer.py` / `idenprof-infer`: predict and print; the exit code."""
     args = parse_args(argv)
     try:
+        if args.top < 1:
+            raise ConfigError(f"--top must be at least 1, got {args.top}")
         if args.output is not None:
             check_output_path(args.output)
         image_paths, errors = expand_inputs(args.inputs, recursive=args.recursive)
         results, classifier = [], None
         if image_paths:
             classifier = load(args.model, labels=args.labels, runs_dir=args.runs_dir,
-                              min_confidence=args.min_confidence, none_threshold=args.none_threshold)
+                              min_confidence=args.min_confidence, none_threshold=args.none_threshold,
+                              coverage=None if args.coverage is None else checked_coverage(args.coverage, "--coverage"))
+            # Every class is predicted: a prediction set may reach past the top shown.
             results, load_errors = classifier.predict_files(
-                image_paths, top=args.top, tta=args.tta, batch_size=args.batch_size, progress=True
+                image_paths, top=len(classifier.class_names), tta=args.tta, batch_size=args.batch_size,
+                progress=True
             )
             errors += load_errors
         if args.output is not None:
-            rows = prediction_rows(image_paths, results, errors, classifier)
+            rows = prediction_rows(image_paths, results, errors, classifier, args.top)
             write_predictions(args.output, rows, top=min(args.top, len(classifier.class_names)) if classifier
                               else args.top)
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print_json(classifier, results)
+        print_json(classifier, results, args.top)
     else:
         # Headers whenever several images were asked for, so a failed one cannot shift blocks.
-        print_text(classifier, results, with_headers=len(image_paths) > 1)
+        print_text(classifier, results, with_headers=len(image_paths) > 1, top=args.top)
     for error in errors:
         print(f"error: {error.message}", file=sys.stderr)
     return 1 if errors else 0

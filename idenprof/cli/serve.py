@@ -20,7 +20,7 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from idenprof.classifier import load  # noqa: E402
+from idenprof.classifier import checked_coverage, load  # noqa: E402
 from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
 
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         classifier = load(args.model, runs_dir=args.runs_dir, min_confidence=args.min_confidence,
-                          none_threshold=args.none_threshold)
+                          none_threshold=args.none_threshold,
+                          coverage=None if args.coverage is None else checked_coverage(args.coverage, "--coverage"))
         classifier.warm_up(heatmaps=classifier.heatmap_model_path is not None)
     except IdenprofError as e:
         sock.close()

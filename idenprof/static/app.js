@@ -69,11 +69,21 @@ function drawBars(card, file, answer) {
   bars.hidden = answer.none_of_these;
   card.querySelector(".pictures figure:nth-child(2)").hidden = answer.none_of_these;
   card.querySelector(".unsure").hidden = answer.none_of_these || !answer.unsure;
+  // The prediction set above the bars: "chef or waiter (90% sets)".
+  const set = card.querySelector(".set");
+  set.hidden = answer.none_of_these || !answer.prediction_set;
+  if (answer.prediction_set) {
+    const names = answer.prediction_set.classes;
+    card.querySelector(".set-classes").textContent =
+      names.length === 1 ? names[0] : names.slice(0, -1).join(", ") + " or " + names[names.length - 1];
+    card.querySelector(".set-coverage").textContent = "(" + percent(answer.prediction_set.coverage).replace(/\.0%$/, "%") + " sets)";
+  }
   if (answer.none_of_these) {
     card.querySelector(".none-score").textContent = answer.none_score.toFixed(2);
     none.querySelector(".show-guesses").onclick = () => {
       none.hidden = true;
       bars.hidden = false;
+      set.hidden = !answer.prediction_set;
       card.querySelector(".pictures figure:nth-child(2)").hidden = false;
     };
   }

@@ -23,7 +23,7 @@ from PIL import Image
 from idenprof.calibration import read_min_confidence
 from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, check_coverage, read_conformal
 from idenprof.data.imaging import load_image_rgb, rgb_pixels
-from idenprof.errors import ConfigError, ModelFileError
+from idenprof.errors import ConfigError, IdenprofError, ModelFileError
 from idenprof.inference import (
     FilePrediction,
     InputError,
@@ -153,6 +153,25 @@ class Classifier:
             for row in self.probabilities(pixels, tta)
         ]
         return results if batch else results[0]
+
+    def predict_each(self, images: Sequence[ImageInput], top: int = 5, tta: bool = False,
+                     ) -> list[Predictions | IdenprofError]:
+        """`predict` for many images in one model call, each image's result or, for one that could
+        not be read, its error (an ImageError), in order."""
+        top = checked_top(top)
+        outcomes: list[Predictions | IdenprofError] = []
+        pixels = []
+        for image in images:
+            try:
+                pixels.append(self.pixels(image))
+                outcomes.append([])
+            except IdenprofError as e:
+                outcomes.append(e)
+        if pixels:
+            rows = iter(self.probabilities(np.stack(pixels), tta))
+            outcomes = [o if isinstance(o, IdenprofError) else top_predictions(next(rows), self.class_names, top)
+                        for o in outcomes]
+        return outcomes
 
     def is_unsure(self, predictions: Predictions) -> bool:
         """Whether a `predict` result's top probability is below `min_confidence`: the photo may

@@ -1,20 +1,25 @@
 """Package a trained run as the model shipped inside idenprof: calibrated, evaluated, documented.
 
-    python -m idenprof.packaging runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
-        [--outlier-exposure EPOCHS]
+    idenprof-package runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
+        [--none-detector mahalanobis] [--outlier-exposure EPOCHS]
+    (also python -m idenprof.cli.package, or python -m idenprof.packaging; the flags: idenprof/cli/package.py)
 
 Reads the run's float32 export (export/model.keras; the kept checkpoint when the run has no export
 yet), optionally fine-tunes it with outlier exposure so that it can say "none of these"
 (idenprof.outlier_exposure; the none threshold is then fitted on the hold-out too), fits a
-temperature on the run's own hold-out split (idenprof.calibration), writes the calibrated model,
+temperature on the run's own hold-out split (idenprof.calibration), optionally adds the
+distance-tempered "none of these" head (idenprof.ood_head), fits the prediction sets' scores on the
+same hold-out (idenprof.conformal), writes the calibrated model,
 evaluates it once on the test split (idenprof.evaluation; with the far-OOD benchmark photos of
 idenprof.outliers as unknowns where installed) and writes the model card. The folder:
 
     model.keras, model.tflite, class_index.json   the calibrated model (float32 output [N, C])
-    calibration.json                              T, ECE before/after, min_confidence, none_threshold
+    calibration.json                              T, ECE before/after, min_confidence, none_threshold,
+                                                  the prediction sets' hold-out scores
     calibration_holdout.png                       reliability on the hold-out, before and after
     test_report.json, predictions.csv             the test split (idenprof.evaluation's report)
     confusion_matrix.png, reliability_diagram.png the test split
+    risk_coverage.png                             the test split: accuracy against the share answered
     training_metrics.json, training_curves.png    the run's own report and curves
     MODEL_CARD.md
 
@@ -24,7 +29,6 @@ SIZE_LIMIT_BYTES; the LiteRT model stores float16 weights when float32 would not
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -313,16 +317,16 @@ def copy_training_report(run: RunFolder, folder: Path) -> dict | None:
 
 def flags_for(config) -> str:
     """The train.py flags that give `config`: its preset and every setting that differs from it."""
-    from idenprof.config import resolve_config
+    from idenprof.config import FIELDS, resolve_config
 
     base = dataclasses.asdict(resolve_config(config.preset, {}))
     words = ["python", "train.py"] + (["--preset", config.preset] if config.preset else [])
-    negated = {"progress": "--quiet", "flip": "--no-flip", "fused_batch_norm": "--no-fused-batch-norm"}
     for name, value in dataclasses.asdict(config).items():
         if name == "preset" or base.get(name) == value:
             continue
-        if name in negated:
-            words.append(negated[name] if not value else f"--{name.replace('_', '-')}")
+        negated = FIELDS[name].metadata["negated"]
+        if negated:
+            words.append(negated if not value else f"--{name.replace('_', '-')}")
         elif value is True:
             words.append(f"--{name.replace('_', '-')}")
         elif value is not None and value is not False:
@@ -333,11 +337,35 @@ def flags_for(config) -> str:
     return shlex.join(words)
 
 
+# The training machine's own folders and output choice: a reader runs the command without them.
+MACHINE_FLAGS = {"--data-dir": 1, "--run-dir": 1, "--cache-dir": 1, "--quiet": 0}
+
+
+def portable_command(command: str) -> str:
+    """`command` without the flags that name the training machine's folders (MACHINE_FLAGS)."""
+    import shlex
+
+    words, kept, skip = shlex.split(command), [], 0
+    for word in words:
+        if skip:
+            skip -= 1
+            continue
+        name = word.split("=", 1)[0]
+        if name in MACHINE_FLAGS:
+            skip = 0 if "=" in word else MACHINE_FLAGS[name]
+            continue
+        kept.append(word)
+    return shlex.join(kept)
+
+
 def find_provenance(saved: dict, config, git_commit: str | None) -> Provenance:
     if saved.get("command"):
         command, command_source = saved["command"], "recorded in config.json"
     else:
         command, command_source = flags_for(config), "rebuilt from the settings in config.json"
+    if portable_command(command) != command:
+        command = portable_command(command)
+        command_source += "; the machine's --data-dir, --run-dir and --quiet left out"
     if git_commit:
         commit, commit_source = git_commit, "given to the packaging command"
     elif saved.get("git_commit"):
@@ -648,40 +676,8 @@ def none_section(calibration, report, exposure, detector=None) -> list[str]:
     return lines
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.split("\n")[1:]))
-    parser.add_argument("run_dir", type=Path, help="the training run folder (runs/...)")
-    parser.add_argument("--data-dir", type=Path, help="dataset with train/ and test/ (default: the run's)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--git-commit", help="commit that trained the run, when config.json lacks it")
-    parser.add_argument("--none-detector", choices=NONE_DETECTORS,
-                        help="add a detector to the model's own probabilities: mahalanobis, the distance-tempered "
-                        "head (idenprof.ood_head)")
-    parser.add_argument("--outlier-exposure", type=int, default=0, metavar="EPOCHS",
-                        help="first fine-tune this many epochs with outlier exposure, so that the model can say "
-                        "'none of these' (default 0: off; needs the outlier packages docs/OOD.md lists)")
-    return parser.parse_args(argv)
+if __name__ == "__main__":  # `python -m idenprof.packaging` still works: the command is idenprof.cli.package
+    from idenprof.cli.package import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m idenprof.packaging`: package a run; the exit code (2 for a bad run or data)."""
-    args = parse_args(argv)
-    from idenprof.tf_quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    try:
-        if args.outlier_exposure < 0:
-            raise ConfigError(f"--outlier-exposure takes a number of epochs, 0 or more; got {args.outlier_exposure}")
-        package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit,
-                    outlier_exposure=args.outlier_exposure, none_detector=args.none_detector)
-    except IdenprofError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

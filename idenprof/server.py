@@ -11,6 +11,10 @@
                                "prediction_set": {"classes": [...], "coverage": 0.9} or null}
                               as `infer.py --json` prints for one image, plus with heatmap=true
                               "heatmap" (PNG data URL) and "heatmap_class"
+    POST /api/predict/batch  several `image` fields (at most 32, 40 MB in all by default); query top,
+                           tta, coverage -> {"results": [answer or {"error", "status"}, ...]} in
+                           order: decoded one at a time, predicted in one model call; a photo that
+                           cannot be read gets its error and status, the others their answers
 
 Errors are JSON {"error": "..."}: 400 unreadable image, 413 upload over the limit (refused from
 Content-Length before reading, else as soon as the stream passes it) or an image with too many
@@ -53,6 +57,9 @@ DEFAULT_DECODE_SLOTS = 1
 # Requests waiting for a slot beyond this get 503 with Retry-After instead of piling up.
 DEFAULT_MAX_WAITING = 32
 RETRY_AFTER_S = 2
+# /api/predict/batch: at most this many photos per request, and this many times the one-photo limit in all.
+DEFAULT_MAX_BATCH_IMAGES = 32
+BATCH_BYTES_FACTOR = 4
 # RFC 2046: a multipart boundary has 1 to 70 characters.
 MAX_BOUNDARY_CHARS = 70
 # The page may load only what this server sends: no CDN, fonts or analytics, even by mistake; and
@@ -98,10 +105,13 @@ class ApiError(Exception):
 
 
 def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               decode_slots: int = DEFAULT_DECODE_SLOTS, max_waiting: int = DEFAULT_MAX_WAITING) -> FastAPI:
+               decode_slots: int = DEFAULT_DECODE_SLOTS, max_waiting: int = DEFAULT_MAX_WAITING,
+               max_batch_images: int = DEFAULT_MAX_BATCH_IMAGES, max_batch_bytes: int | None = None) -> FastAPI:
     """The FastAPI app serving `classifier` (already loaded); uploads over `max_upload_bytes`
-    are refused with 413; `decode_slots` photos are decoded and predicted at once, and beyond
-    `max_waiting` waiting requests the next gets 503."""
+    are refused with 413; `decode_slots` requests are decoded and predicted at once, and beyond
+    `max_waiting` waiting requests the next gets 503. /api/predict/batch takes at most
+    `max_batch_images` photos, `max_batch_bytes` in all (default: 4 x `max_upload_bytes`)."""
+    max_batch_bytes = max_batch_bytes or BATCH_BYTES_FACTOR * max_upload_bytes
     admission = Admission(decode_slots, max_waiting)
     app = FastAPI(title="idenprof", docs_url=None, redoc_url=None, openapi_url=None)
     # No redirect from /static to /static/: Starlette builds it from the request's Host header,
@@ -180,18 +190,43 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
                     heat = await run_in_threadpool(classifier.heatmap, upload, class_name)
                     answer["heatmap"] = png_data_url(heat.png)
                     answer["heatmap_class"] = heat.class_name
-        except NotAnImageError:
-            raise ApiError(415, "not an image: send a JPEG, PNG, WebP, BMP or GIF photo") from None
-        except ImageTooLargeError as e:
-            raise ApiError(413, str(e).replace("<bytes>: ", "")) from None
-        except ImageError as e:
-            raise ApiError(400, str(e).replace("<bytes>", "unreadable image")) from None
+        except ImageError as e:  # NotAnImageError and ImageTooLargeError are ImageErrors
+            raise ApiError(*image_error(e)) from None
         except ModelFileError as e:
             raise ApiError(501, str(e)) from None
         return answer
 
+    @app.post("/api/predict/batch")
+    async def predict_batch(
+        request: Request,
+        top: int = Query(5, ge=1, description="how many classes, most likely first"),
+        tta: bool = Query(False, description="average each photo with its mirror"),
+        coverage: float | None = Query(None, gt=0, lt=1, description="coverage of the prediction sets"),
+    ):
+        uploads = await read_uploads(request, max_upload_bytes, max_batch_bytes, max_batch_images)
+        async with admission.slot():
+            # One photo decoded at a time (the same peak memory as /api/predict), one model call.
+            outcomes = await run_in_threadpool(classifier.predict_each, uploads, len(classifier.class_names), tta)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                status, message = image_error(outcome)
+                results.append({"error": message, "status": status})
+            else:
+                results.append(classifier.prediction_json(outcome, top, coverage))
+        return {"results": results}
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def image_error(error: Exception) -> tuple[int, str]:
+    """(HTTP status, one-line message) for a photo that could not be predicted."""
+    if isinstance(error, NotAnImageError):
+        return 415, "not an image: send a JPEG, PNG, WebP, BMP or GIF photo"
+    if isinstance(error, ImageTooLargeError):
+        return 413, str(error).replace("<bytes>: ", "")
+    return 400, str(error).replace("<bytes>", "unreadable image")
 
 
 def png_data_url(png: bytes) -> str:
@@ -205,8 +240,16 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     says it is too large before reading any of it, else as soon as the stream passes the limit (a client can
     lie about, or omit, Content-Length). 415 when the body is not multipart/form-data, 422 when
     it has no `image` field, 400 when the multipart framing is broken, its boundary is over 70
-    characters, it holds several `image` fields, or the client goes away mid-upload.
+    characters, it holds several `image` fields (/api/predict/batch takes those), or the client
+    goes away mid-upload.
     """
+    return (await read_uploads(request, max_upload_bytes, max_upload_bytes, max_images=1))[0]
+
+
+async def read_uploads(request: Request, max_upload_bytes: int, max_total_bytes: int, max_images: int) -> list[bytes]:
+    """The bytes of every multipart field `image`, in order (see `read_upload`): each at most
+    `max_upload_bytes`, all together at most `max_total_bytes`, at most `max_images` of them
+    (413 beyond any of these; with `max_images` 1, a second field is a 400)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -214,14 +257,15 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     if len(boundary) > MAX_BOUNDARY_CHARS:
         raise ApiError(400, f"malformed multipart body (a boundary of {len(boundary)} characters; "
                             f"at most {MAX_BOUNDARY_CHARS})")
-    max_body_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    max_body_bytes = max_total_bytes + max_images * MULTIPART_OVERHEAD_BYTES
     too_large = ApiError(413, f"upload larger than the {max_upload_bytes / 2**20:g} MB limit")
+    too_large_in_all = ApiError(413, f"uploads larger than the {max_total_bytes / 2**20:g} MB limit for one request")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_body_bytes:
-        raise too_large
+        raise too_large if max_images == 1 else too_large_in_all
 
-    fields: dict[str, bytearray] = {}
-    current = {"header": b"", "value": b"", "name": None}
+    images: list[bytearray] = []
+    current = {"header": b"", "value": b"", "name": None, "total": 0}
 
     def on_header_field(data, start, end):
         current["header"] += data[start:end]
@@ -234,9 +278,12 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
             current["name"] = parse_options_header(current["value"])[1].get(b"name", b"").decode(
                 "utf-8", "replace")
             if current["name"] == IMAGE_FIELD:  # an empty upload is still an upload
-                if IMAGE_FIELD in fields:
-                    raise ApiError(400, f"several {IMAGE_FIELD!r} fields; send one photo per request")
-                fields.setdefault(IMAGE_FIELD, bytearray())
+                if len(images) == max_images:
+                    if max_images == 1:
+                        raise ApiError(400, f"several {IMAGE_FIELD!r} fields; send one photo per request "
+                                            "(or several to /api/predict/batch)")
+                    raise ApiError(413, f"more than {max_images} photos in one request; send them in batches")
+                images.append(bytearray())
         current["header"], current["value"] = b"", b""
 
     def on_part_begin():
@@ -244,10 +291,12 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
 
     def on_part_data(data, start, end):
         if current["name"] == IMAGE_FIELD:
-            image = fields.setdefault(IMAGE_FIELD, bytearray())
-            image.extend(data[start:end])
-            if len(image) > max_upload_bytes:
+            images[-1].extend(data[start:end])
+            current["total"] += end - start
+            if len(images[-1]) > max_upload_bytes:
                 raise too_large
+            if current["total"] > max_total_bytes:
+                raise too_large_in_all
 
     parser = MultipartParser(boundary, {
         "on_header_field": on_header_field, "on_header_value": on_header_value,
@@ -259,7 +308,7 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_body_bytes:
-                raise too_large
+                raise too_large if max_images == 1 else too_large_in_all
             parser.write(chunk)
         parser.finalize()
     except (MultipartParseError, FormParserError) as e:
@@ -267,6 +316,6 @@ async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
     except ClientDisconnect:
         # Nobody is left to read an answer; a quiet 400 instead of a logged traceback.
         raise ApiError(400, "the client went away before the upload ended") from None
-    if IMAGE_FIELD not in fields:
+    if not images:
         raise ApiError(422, f"no {IMAGE_FIELD!r} field in the form; send the photo in it")
-    return bytes(fields[IMAGE_FIELD])
+    return [bytes(image) for image in images]

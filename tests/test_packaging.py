@@ -95,7 +95,9 @@ def test_test_report_is_evaluation_of_the_shipped_litert_model(interim, small_da
 def test_model_card_of_an_unfinished_run(interim):
     card = (interim["out"] / "MODEL_CARD.md").read_text()
     assert "Interim model" in card
-    assert "    python train.py --data-dir " in card
+    command = next(line for line in card.splitlines() if line.startswith("    python train.py"))
+    assert "--data-dir" not in command and "--run-dir" not in command
+    assert "the machine's --data-dir, --run-dir and --quiet left out" in card
     assert "--model resnet18 --image-size 32 --width 0.125" in card and "rebuilt from the settings" in card
     assert "git commit: not recorded" in card
     for section in ("## Data and splits", "## Test results", "| chef |", "## Calibration",
@@ -167,6 +169,12 @@ def test_rebuilt_command_parses_back_to_the_same_config():
     assert words[:4] == ["python", "train.py", "--preset", "cpu-long"]
     args = vars(build_parser().parse_args(words[2:]))
     assert resolve_config(args.pop("preset"), args) == config
+
+
+def test_the_cards_command_leaves_out_the_training_machines_folders():
+    command = ("python train.py --preset cpu-long --seed 2 --data-dir /work/main/data/idenprof "
+               "--run-dir=/work/main/runs/long --quiet --cache-dir '/tmp/a b' --tta")
+    assert packaging.portable_command(command) == "python train.py --preset cpu-long --seed 2 --tta"
 
 
 def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):

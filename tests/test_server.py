@@ -394,3 +394,41 @@ def test_admission_lets_one_decode_run_queues_the_next_and_refuses_past_the_queu
         return order
 
     assert asyncio.run(scenario()) == ["a in", "c 503", "a out", "b in", "b out"]
+
+
+# ----- many photos per request -----
+
+def post_batch(client, parts: list[bytes], query: str = ""):
+    return client.post(f"/api/predict/batch{query}",
+                       files=[("image", (f"p{i}.jpg", data, "image/jpeg")) for i, data in enumerate(parts)])
+
+
+def test_a_batch_answers_each_photo_as_a_single_request_would_in_order(client, photos, tmp_path):
+    chosen = [p.read_bytes() for p in photos[:5]]
+    bomb = png_header_only(tmp_path / "bomb.png", 40_000, 40_000).read_bytes()
+    parts = chosen[:2] + [b"hello, I am text\n", chosen[2], chosen[3][:3000], bomb, chosen[4]]
+    response = post_batch(client, parts, "?top=3")
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == len(parts)
+    singles = [post_image(client, data, "?top=3").json() for data in chosen]
+    for got, expected in zip([results[i] for i in (0, 1, 3, 6)], singles[:3] + singles[4:], strict=True):
+        assert [p["class"] for p in got["predictions"]] == [p["class"] for p in expected["predictions"]]
+        np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                                   [p["probability"] for p in expected["predictions"]], atol=1e-5)
+    assert results[2]["status"] == 415 and "not an image" in results[2]["error"]
+    assert results[4]["status"] == 400 and results[5]["status"] == 413
+    assert post_batch(client, [chosen[0]]).json()["results"][0]["predictions"][0] == singles[0]["predictions"][0]
+
+
+def test_a_batch_has_a_limit_on_count_and_total_size_then_the_server_still_answers(classifier, photos):
+    photo = photos[0].read_bytes()
+    with TestClient(create_app(classifier, max_batch_images=3, max_batch_bytes=3 * len(photo) + 10)) as small:
+        assert post_batch(small, [photo] * 3).status_code == 200
+        over_count = post_batch(small, [photo] * 4)
+        assert over_count.status_code == 413 and "more than 3 photos" in over_count.json()["error"]
+        over_size = post_batch(small, [photo, photo, photo + photo])
+        assert over_size.status_code == 413 and "for one request" in over_size.json()["error"]
+        assert small.post("/api/predict/batch", files={"photo": ("a", photo)}).status_code == 422
+        assert post_batch(small, [photo], "?coverage=2").status_code == 422
+        assert post_batch(small, [photo]).status_code == 200

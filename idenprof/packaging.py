@@ -582,12 +582,20 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "## Use it",
         "",
         "    python infer.py photo.jpg                       # this model, when no run under runs/ has one",
+        "    python infer.py photo.jpg --coverage 0.95       # wider prediction sets",
         "    python evaluate.py --model idenprof/pretrained/model.tflite my_photos/   # one folder per class",
         "",
-        f"Packaged with `python -m idenprof.packaging` from {source}.",
+        f"Packaged with `{packaging_command(detector, exposure)}` from {source}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def packaging_command(detector, exposure) -> str:
+    """The packaging command that made a card's model (its run folder as RUN_DIR)."""
+    flags = (" --none-detector mahalanobis" if detector else "") + (
+        f" --outlier-exposure {exposure['epochs']}" if exposure else "")
+    return f"idenprof-package RUN_DIR{flags}"
 
 
 def sure_section(report) -> list[str]:

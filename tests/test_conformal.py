@@ -95,10 +95,13 @@ def test_coverage_holds_on_random_splits_of_the_shipped_models_test_predictions(
         masks = fitted.masks(probabilities[held], target)
         coverages.append(masks[np.arange(len(held)), labels[held]].mean())
         sizes.append(masks.sum(axis=1).mean())
-    # Finite-sample slack of one split: the calibration quantile's and the test half's spread.
-    slack = 2.33 * math.sqrt(target * (1 - target) * (1 / 1000 + 1 / 1000))
+    # The guarantee is on average over splits. One split's coverage spreads by the calibration
+    # quantile's and the held half's sampling, sqrt(a(1 - a)/1000) each, and as the two halves of one
+    # pool are anti-correlated (a hard calibration half leaves an easy held half), about twice the
+    # variance of independent draws: no split may fall more than 3 such standard deviations short.
+    slack = 3 * math.sqrt(4 * target * (1 - target) / 1000)
     assert np.mean(coverages) >= target - 0.005
-    assert np.percentile(coverages, 1) >= target - slack
+    assert min(coverages) >= target - slack
     assert 1.0 <= np.mean(sizes) < 2.5
 
 

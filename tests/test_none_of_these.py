@@ -3,14 +3,13 @@ benchmark (scikit-image's Chelsea the cat) is flagged through infer.py (text, --
 Python API in both shipped formats, the JSON API and the page in Chromium; a real IdenProf test
 photo is not.
 
-The shipped model predates outlier exposure, so its calibration.json has no none_threshold (it
-flags nothing by default, as before); these tests give it the threshold that lets 95% of its
-hold-out through (THRESHOLD, measured by bench/ood.py: docs/OOD.md), as a user would with
---none-threshold."""
+The shipped model carries the distance-tempered head and its none_threshold in calibration.json, so
+these tests use its defaults, as a user would; a copy without the threshold flags nothing."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -26,7 +25,6 @@ from idenprof.ood import read_none_threshold
 from idenprof.outliers import the_cat_photo
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-THRESHOLD = "0.6"
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +42,23 @@ def chef(small_dataset):
     return max(photos, key=lambda p: dict(classifier.predict(p, top=10))["chef"])
 
 
-def test_a_model_without_a_threshold_flags_nothing_as_before(cat):
-    assert read_none_threshold(SHIPPED_MODEL) is None
-    classifier = load(SHIPPED_MODEL)
-    answer = classifier.predict(cat)
-    assert classifier.none_threshold is None and not classifier.is_none_of_these(answer)
-    assert classifier.prediction_json(answer)["none_score"] == classifier.none_score(answer) > 0
+def test_the_shipped_model_carries_its_threshold_and_a_model_without_one_flags_nothing(cat, tmp_path):
+    threshold = read_none_threshold(SHIPPED_MODEL)
+    assert threshold is not None and 0 < threshold < 1
+    for name in ("model.tflite", "class_index.json"):
+        shutil.copy(SHIPPED_MODEL.parent / name, tmp_path / name)
+    calibration = json.loads((SHIPPED_MODEL.parent / "calibration.json").read_text())
+    calibration["none_threshold"] = None
+    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    bare = load(tmp_path / "model.tflite")
+    answer = bare.predict(cat)
+    assert bare.none_threshold is None and not bare.is_none_of_these(answer)
+    assert bare.prediction_json(answer)["none_score"] == bare.none_score(answer) > threshold
 
 
 @pytest.mark.parametrize("model_file", ["model.tflite", "model.keras"])
 def test_python_api_flags_the_cat_and_not_the_chef_in_both_formats(cat, chef, model_file):
-    classifier = load(SHIPPED_MODEL.parent / model_file, none_threshold=float(THRESHOLD))
+    classifier = load(SHIPPED_MODEL.parent / model_file)
     cat_answer, chef_answer = classifier.predict([cat, chef])
     assert classifier.is_none_of_these(cat_answer), classifier.none_score(cat_answer)
     assert not classifier.is_none_of_these(chef_answer)
@@ -62,8 +66,7 @@ def test_python_api_flags_the_cat_and_not_the_chef_in_both_formats(cat, chef, mo
 
 
 def infer(*args):
-    return subprocess.run([sys.executable, str(REPO_ROOT / "infer.py"), "--model", str(SHIPPED_MODEL),
-                           "--none-threshold", THRESHOLD, *args],
+    return subprocess.run([sys.executable, str(REPO_ROOT / "infer.py"), "--model", str(SHIPPED_MODEL), *args],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
 
@@ -90,7 +93,7 @@ def test_infer_json_and_the_threshold_override(cat):
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--model", str(SHIPPED_MODEL), "--none-threshold", THRESHOLD) as (url, _):
+    with running_server("--model", str(SHIPPED_MODEL)) as (url, _):
         yield url
 
 
@@ -101,7 +104,7 @@ def test_the_json_api_flags_the_cat_and_not_the_chef(server, cat, chef):
         assert response.status_code == 200, response.text
         answers[name] = response.json()
     assert answers["cat"]["none_of_these"] is True and answers["chef"]["none_of_these"] is False
-    assert requests.get(server + "healthz", timeout=10).json()["none_threshold"] == float(THRESHOLD)
+    assert requests.get(server + "healthz", timeout=10).json()["none_threshold"] == read_none_threshold(SHIPPED_MODEL)
 
 
 def test_the_page_shows_a_message_for_the_cat_and_bars_for_the_chef(server, cat, chef):

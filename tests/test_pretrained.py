@@ -77,7 +77,8 @@ def fresh_process(small_dataset, tmp_path_factory):
 def test_keras_model_loads_without_custom_objects_and_carries_the_temperature(fresh_process):
     result, _ = fresh_process
     assert result["project_modules"] == []
-    assert result["head"] == ["predictions", "temperature", "probabilities"]
+    # The logits, tempered by the Mahalanobis distance ("none of these", idenprof.ood_head), then / T.
+    assert result["head"] == ["none_tempered", "temperature", "probabilities"]
     temperature = json.loads((PRETRAINED_DIR / "calibration.json").read_text())["temperature"]
     assert 1 / result["scale"] == pytest.approx(temperature, rel=1e-6)
 

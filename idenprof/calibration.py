@@ -65,18 +65,29 @@ class Calibration:
         return write_json_atomically(asdict(self), path)
 
 
-def read_min_confidence(model_path: Path) -> float | None:
-    """`min_confidence` from the calibration.json beside a model file (inside a SavedModel
-    folder, else beside it); None when there is none or it cannot be read."""
+def calibration_beside(model_path: Path) -> dict | None:
+    """The calibration.json beside a model file (inside a SavedModel folder, else beside it), as a
+    dict; None when there is none or it cannot be read. The one reader of that file."""
     model_path = Path(model_path)
     for candidate in (model_path / CALIBRATION_FILENAME, model_path.parent / CALIBRATION_FILENAME):
         if candidate.is_file():
             try:
-                value = json.loads(candidate.read_text())["min_confidence"]
-            except (OSError, ValueError, KeyError, TypeError):
+                data = json.loads(candidate.read_text())
+            except (OSError, ValueError):
                 return None
-            return float(value) if isinstance(value, (int, float)) else None
+            return data if isinstance(data, dict) else None
     return None
+
+
+def number_beside(model_path: Path, key: str) -> float | None:
+    """calibration.json's `key` beside a model when it is a number; None otherwise."""
+    value = (calibration_beside(model_path) or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_min_confidence(model_path: Path) -> float | None:
+    """`min_confidence` from the calibration.json beside a model; None when there is none."""
+    return number_beside(model_path, "min_confidence")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

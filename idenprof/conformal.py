@@ -23,7 +23,6 @@ Plain numpy; `ConformalSets` is what calibration.json stores as "conformal".
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,18 +128,14 @@ class ConformalSets:
 
 
 def read_conformal(model_path: Path) -> ConformalSets | None:
-    """The "conformal" entry of the calibration.json beside a model file (inside a SavedModel
-    folder, else beside it); None when there is none or it cannot be read."""
-    from idenprof.calibration import CALIBRATION_FILENAME
+    """The "conformal" entry of the calibration.json beside a model; None when there is none or it
+    cannot be read."""
+    from idenprof.calibration import calibration_beside
 
-    model_path = Path(model_path)
-    for candidate in (model_path / CALIBRATION_FILENAME, model_path.parent / CALIBRATION_FILENAME):
-        if candidate.is_file():
-            try:
-                return ConformalSets.from_json(json.loads(candidate.read_text())["conformal"])
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-    return None
+    try:
+        return ConformalSets.from_json((calibration_beside(model_path) or {})["conformal"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # The coverages every report gives the sets' figures at, besides the one asked for.

@@ -57,6 +57,8 @@ RISK_COVERAGE_PNG = "risk_coverage.png"
 MISTAKES_PNG = "top_mistakes.png"
 PREDICTIONS_CSV = "predictions.csv"
 MISTAKES_SHOWN = 16
+# The subset of a test split whose files do not also appear in train (byte-identical duplicates).
+DEDUPLICATED_TEST = "without_train_duplicates"
 
 
 def labelled_samples(data_dir: Path, class_names: list[str]) -> list[Sample]:
@@ -110,27 +112,69 @@ def evaluate_samples(
     samples: list[Sample],
     out_dir: Path,
     *,
-    root: Path | None = None,
     tta: bool = False,
     batch_size: int = 32,
-    subsets: dict[str, set[str]] | None = None,
-    gallery: bool = True,
-    split_name: str = "evaluation",
-    min_confidence: float | None = None,
-    none_threshold: float | None = None,
-    unknowns: list[str] | None = None,
-    conformal: ConformalSets | None = None,
-    coverage: float = DEFAULT_COVERAGE,
     progress: bool = False,
+    **options,
 ) -> dict:
     """Predict every sample once and write the report files into `out_dir` (created).
 
     Args:
         predictor: any loaded model (idenprof.inference.load_predictor).
         samples: (image path, class index in predictor.class_names) pairs.
+        tta: average each image with its mirror (report.json then also has top1_without_tta).
+        options: what to report and how (`write_evaluation`'s keyword arguments: root, subsets,
+            gallery, split_name, min_confidence, none_threshold, unknowns, conformal, coverage).
+
+    Returns:
+        The report (what report.json holds). Unreadable images are listed in it and left out.
+    """
+    from idenprof.data.decoded import decode_images
+
+    decoded = decode_images(samples, predictor.image_size, progress=progress)
+    if len(decoded.labels) == 0:
+        raise DatasetError(f"none of the {len(samples)} images could be read (e.g. {decoded.skipped[0][0]})")
+    views = predict_views(lambda x: predictor.predict(x, batch_size), decoded.images, tta)
+
+    def unknown_scores(paths: list[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        found = decode_images([(path, 0) for path in paths], predictor.image_size, progress=progress)
+        if len(found.labels) == 0:
+            raise DatasetError(f"none of the {len(paths)} unknown images could be read (e.g. {found.skipped[0][0]})")
+        probs = predict_views(lambda x: predictor.predict(x, batch_size), found.images, tta).mean()
+        return none_scores(probs), found.skipped
+
+    return write_evaluation(views, decoded, predictor.class_names, out_dir, model_name=str(predictor.model_path),
+                            unknown_scores=unknown_scores, **options)
+
+
+def write_evaluation(
+    views,
+    decoded,
+    names: list[str],
+    out_dir: Path,
+    *,
+    model_name: str,
+    root: Path | None = None,
+    subsets: dict[str, set[str]] | None = None,
+    gallery: bool = True,
+    split_name: str = "evaluation",
+    min_confidence: float | None = None,
+    none_threshold: float | None = None,
+    unknowns: list[str] | None = None,
+    unknown_scores=None,
+    conformal: ConformalSets | None = None,
+    coverage: float = DEFAULT_COVERAGE,
+    report_name: str = REPORT_FILENAME,
+    extra: dict | None = None,
+) -> dict:
+    """The report of predictions already made, and its files, into `out_dir` (created): what
+    evaluate.py, packaging and the end of training all write, through this one function.
+
+    Args:
+        views: idenprof.inference.Views of `decoded`'s images (idenprof.data.decoded.DecodedImages).
+        names: class name of each output position; model_name: what report.json calls the model.
         root: paths in the outputs are written relative to it (so reports do not carry the
             machine's folders); absolute when None.
-        tta: average each image with its mirror (report.json then also has top1_without_tta).
         subsets: {name: image paths}: top-1/top-5 on those images too (from the same predictions),
             e.g. the test images that do not also appear in train.
         gallery: draw top_mistakes.png (it shows the photos themselves).
@@ -138,31 +182,24 @@ def evaluate_samples(
         min_confidence: also report the share of images predicted at or above this probability
             and their accuracy (the model's calibration.json default, see idenprof.calibration).
         none_threshold: also report the share of images flagged as none of the classes (idenprof.ood).
-        unknowns: paths of photos of none of the classes: report how well the none-score tells
-            them from `samples` (AUROC, FPR at 95% TPR) and the share flagged.
+        unknowns: paths of photos of none of the classes, and `unknown_scores(paths)` their
+            none-scores and the unreadable ones: report how well the none-score tells them from
+            the labelled images (AUROC, FPR at 95% TPR) and the share flagged.
         conformal: the model's calibration scores (idenprof.conformal): report the sets' coverage,
             mean size and singleton share at `coverage` (0..1), overall and per class (single view,
-            as they were calibrated, even with `tta`).
-
-    Returns:
-        The report (what report.json holds). Unreadable images are listed in it and left out.
+            as they were calibrated, even with test-time augmentation).
+        report_name, extra: the report's file name (metrics.json at the end of training) and
+            fields added to it (the training's own).
     """
-    from idenprof.data.decoded import decode_images
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = predictor.class_names
-    decoded = decode_images(samples, predictor.image_size, progress=progress)
-    if len(decoded.labels) == 0:
-        raise DatasetError(f"none of the {len(samples)} images could be read (e.g. {decoded.skipped[0][0]})")
-    labels = decoded.labels
-
+    tta = views.mirrored is not None
     def shown(path: str) -> str:
         return Path(os.path.relpath(path, root)).as_posix() if root is not None else path
 
-    views = predict_views(lambda x: predictor.predict(x, batch_size), decoded.images, tta)
+    labels = decoded.labels
     probs = views.mean()
-    report = {"model": str(predictor.model_path), "tta": tta}
+    report = {"model": model_name, "tta": tta}
     report.update(classification_metrics(probs, labels, names))
     if tta:
         report["top1_without_tta"] = classification_metrics(views.single, labels, names)["top1"]
@@ -176,8 +213,7 @@ def evaluate_samples(
             "accuracy": float((probs.argmax(axis=1) == labels)[sure].mean()) if sure.any() else None,
         }
     if none_threshold is not None or unknowns:
-        report["none_of_these"] = none_report(predictor, probs, none_threshold, unknowns, tta, batch_size,
-                                              progress)
+        report["none_of_these"] = none_report(probs, none_threshold, unknowns, unknown_scores)
     report["selective"] = selective_report(probs, labels)
     if conformal is not None:
         # Single view, as the sets were calibrated and as infer.py predicts by default.
@@ -203,7 +239,7 @@ def evaluate_samples(
              "predictions": PREDICTIONS_CSV}
     plot_confusion_matrix(report["confusion_matrix"], names, out_dir / CONFUSION_PNG,
                           title=f"confusion matrix ({split_name}, {len(labels)} images)")
-    plot_reliability_diagram({Path(predictor.model_path).name: (probs, labels)}, out_dir / RELIABILITY_PNG,
+    plot_reliability_diagram({Path(model_name).name: (probs, labels)}, out_dir / RELIABILITY_PNG,
                              title=f"reliability ({split_name}, {len(labels)} images)")
     plot_risk_coverage(report["selective"], out_dir / RISK_COVERAGE_PNG,
                        title=f"risk-coverage ({split_name}, {len(labels)} images)")
@@ -214,30 +250,25 @@ def evaluate_samples(
                            title=f"most confident mistakes ({split_name})")
         files["mistakes_gallery"] = MISTAKES_PNG
     write_predictions_csv(out_dir / PREDICTIONS_CSV, [shown(p) for p in decoded.paths], labels, probs, names)
-    report["files"] = files
-    write_json_atomically(report, out_dir / REPORT_FILENAME)  # last: a complete report
+    report["files"] = {**files, "report": report_name}
+    report.update(extra or {})
+    write_json_atomically(report, out_dir / report_name)  # last: a complete report
     return report
 
 
-def none_report(predictor: Predictor, probs: np.ndarray, none_threshold: float | None,
-                unknowns: list[str] | None, tta: bool, batch_size: int, progress: bool) -> dict:
+def none_report(probs: np.ndarray, none_threshold: float | None, unknowns: list[str] | None,
+                unknown_scores) -> dict:
     """report.json's "none_of_these": the share of the labelled images flagged and, with unknowns,
     AUROC and FPR95 of the none-score (knowns: the labelled images) and the share of unknowns flagged."""
-    from idenprof.data.decoded import decode_images
-
     known = none_scores(probs)
     part = {"none_threshold": none_threshold,
             "known_flagged": None if none_threshold is None else flagged_share(known, none_threshold)}
     if unknowns:
-        decoded = decode_images([(path, 0) for path in unknowns], predictor.image_size, progress=progress)
-        if len(decoded.labels) == 0:
-            raise DatasetError(f"none of the {len(unknowns)} unknown images could be read "
-                               f"(e.g. {decoded.skipped[0][0]})")
-        unknown = none_scores(predict_views(lambda x: predictor.predict(x, batch_size), decoded.images, tta).mean())
+        unknown, skipped = unknown_scores(unknowns)
         part.update({
             "unknown_images": int(len(unknown)), "auroc": auroc(known, unknown), "fpr95": fpr_at_tpr(known, unknown),
             "unknown_flagged": None if none_threshold is None else flagged_share(unknown, none_threshold),
-            "unknown_unreadable": [{"path": path, "reason": reason} for path, reason in decoded.skipped],
+            "unknown_unreadable": [{"path": path, "reason": reason} for path, reason in skipped],
         })
     return part
 

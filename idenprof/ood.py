@@ -17,7 +17,6 @@ baselines bench/ood.py compares it with.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,19 +85,10 @@ def flagged_share(scores: np.ndarray, threshold: float) -> float:
 
 
 def read_none_threshold(model_path: Path) -> float | None:
-    """`none_threshold` from the calibration.json beside a model file (inside a SavedModel folder,
-    else beside it); None when there is none or it cannot be read."""
-    from idenprof.calibration import CALIBRATION_FILENAME
+    """`none_threshold` from the calibration.json beside a model; None when there is none."""
+    from idenprof.calibration import number_beside
 
-    model_path = Path(model_path)
-    for candidate in (model_path / CALIBRATION_FILENAME, model_path.parent / CALIBRATION_FILENAME):
-        if candidate.is_file():
-            try:
-                value = json.loads(candidate.read_text()).get("none_threshold")
-            except (OSError, ValueError, AttributeError):
-                return None
-            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return None
+    return number_beside(model_path, "none_threshold")
 
 
 # Post-hoc baselines (bench/ood.py): each maps model outputs to a score, higher = more unknown.

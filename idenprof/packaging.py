@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from idenprof.errors import ConfigError, DatasetError, IdenprofError, ModelFileError
+from idenprof.evaluation import DEDUPLICATED_TEST
 from idenprof.files import move_into_place
 from idenprof.run_folder import CLASS_INDEX_FILENAME, EXPORT_FILENAMES, RunFolder
 
@@ -52,7 +53,6 @@ TEST_REPORT = "test_report.json"
 HOLDOUT_PNG = "calibration_holdout.png"
 TRAINING_METRICS = "training_metrics.json"
 TRAINING_CURVES = "training_curves.png"
-DEDUPLICATED = "without_train_duplicates"
 # Outlier exposure: outliers are decoded at 5/4 of the model's side and cropped to it.
 OUTLIER_SIDE_FACTOR = 5
 PROCEDURAL_OUTLIERS = 1000
@@ -150,7 +150,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
         unique_tests = {path for path, _ in layout.test_without_train_duplicates()}
         unknowns = [str(path) for _, path in source_files(BENCHMARK_SOURCES)[0]]
         report = evaluate_samples(
-            predictor, test, staging, root=data_dir, tta=config.tta, subsets={DEDUPLICATED: unique_tests},
+            predictor, test, staging, root=data_dir, tta=config.tta, subsets={DEDUPLICATED_TEST: unique_tests},
             gallery=False, split_name="test split", min_confidence=calibration.min_confidence,
             none_threshold=calibration.none_threshold, unknowns=unknowns or None,
             conformal=ConformalSets.from_json(calibration.conformal))
@@ -175,7 +175,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"test top-1 {report['top1']:.2%} (without train duplicates "
-        f"{report['subsets'][DEDUPLICATED]['top1']:.2%}), top-5 {report['top5']:.2%}, ECE {report['ece']:.3f}")
+        f"{report['subsets'][DEDUPLICATED_TEST]['top1']:.2%}), top-5 {report['top5']:.2%}, ECE {report['ece']:.3f}")
     log(f"wrote {out_dir} ({folder_bytes(out_dir) / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return out_dir
 
@@ -414,7 +414,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
                detector=None) -> str:
     """MODEL_CARD.md: what the model is, how it was made and tested, and what it is not for."""
     sizes = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-    dedup = report["subsets"][DEDUPLICATED]
+    dedup = report["subsets"][DEDUPLICATED_TEST]
     train_count = sum(layout.counts("train"))
     test_count = sum(layout.counts("test"))
     duplicate_tests = len({b for _, b in layout.duplicates})
@@ -595,7 +595,7 @@ def packaging_command(detector, exposure) -> str:
     """The packaging command that made a card's model (its run folder as RUN_DIR)."""
     flags = (" --none-detector mahalanobis" if detector else "") + (
         f" --outlier-exposure {exposure['epochs']}" if exposure else "")
-    return f"idenprof-package RUN_DIR{flags}"
+    return f"python -m idenprof.cli.package RUN_DIR{flags}"
 
 
 def sure_section(report) -> list[str]:

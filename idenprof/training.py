@@ -531,9 +531,10 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     """Evaluate the kept checkpoint once on the test split, write the report and the exports."""
     import keras
 
+    from idenprof.evaluation import DEDUPLICATED_TEST, write_evaluation
     from idenprof.export import export_model
     from idenprof.inference import predict_in_batches, predict_views
-    from idenprof.report import classification_metrics, plot_confusion_matrix, plot_training_curves
+    from idenprof.report import plot_training_curves
 
     best = run.kept_checkpoint()
     if best is None:
@@ -542,25 +543,21 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     num_classes = model.output_shape[-1]
     views = predict_views(lambda x: predict_in_batches(model.predict_on_batch, x, config.batch_size, num_classes),
                           test_data.images, mirror=config.tta)
-    probs = views.mean()
     class_names = layout.class_names
-    metrics = classification_metrics(probs, test_data.labels, class_names)
-    if config.tta:  # what the mirror adds: the single-view accuracy too
-        metrics["top1_without_tta"] = classification_metrics(views.single, test_data.labels, class_names)["top1"]
+    plot_training_curves(run.metrics_csv, run.curves_png)
+    export_model(model, run.export_dir, class_names)
     unique_tests = {path for path, _ in layout.test_without_train_duplicates()}
-    keep = np.array([p in unique_tests for p in test_data.paths], dtype=bool)
-    metrics["top1_without_train_duplicates"] = classification_metrics(
-        probs[keep], test_data.labels[keep], class_names)["top1"] if keep.any() else None
-    metrics.update(
+    training = dict(
         # best_*: the kept checkpoint's (names from before --keep, which existing reports use).
         best_model=best.path.name, best_epoch=best.epoch, best_val_accuracy=best.val_accuracy, keep=config.keep,
-        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), tta=config.tta, stop_reason=stop_reason,
+        epochs_run=epochs_run, train_seconds=round(train_seconds, 1), stop_reason=stop_reason,
         evaluated_on="test" if config.validate_on == "holdout" else "test (also used for validation)",
     )
-    plot_training_curves(run.metrics_csv, run.curves_png)
-    plot_confusion_matrix(metrics["confusion_matrix"], class_names, run.confusion_png)
-    export_model(model, run.export_dir, class_names)
-    write_json_atomically(metrics, run.report_path)  # last: its presence marks a finished run
+    # The same report, files and code as evaluate.py; metrics.json is written last: its presence
+    # marks a finished run.
+    metrics = write_evaluation(views, test_data, class_names, run.path, model_name=best.path.name,
+                               root=layout.root, subsets={DEDUPLICATED_TEST: unique_tests}, gallery=False,
+                               split_name="test split", report_name=run.report_path.name, extra=training)
     log("")
     rule = "the best on the hold-out" if config.keep == "best" else "the last epoch"
     log(f"kept model ({rule}): {best.path} (epoch {best.epoch}, validation accuracy {best.val_accuracy:.2%})")

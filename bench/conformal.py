@@ -65,10 +65,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from idenprof.config import resolve_config
     from idenprof.conformal import ConformalSets
-    from idenprof.data.dataset import scan_dataset
+    from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
     from idenprof.inference import load_predictor
-    from idenprof.training import select_samples
 
     predictor = load_predictor(args.model)
     layout = scan_dataset(args.data_dir)

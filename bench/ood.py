@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     from idenprof import ood, outliers
     from idenprof.calibration import is_calibrated, logits_model, temperature_of
     from idenprof.config import resolve_config
-    from idenprof.data.dataset import scan_dataset
-    from idenprof.training import select_samples
+    from idenprof.data.dataset import scan_dataset, select_samples
 
     model = keras.models.load_model(args.model, compile=False)
     side = int(model.input_shape[1])

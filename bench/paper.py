@@ -237,9 +237,10 @@ def main(argv=None) -> int:
     from idenprof.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
+    from idenprof.data.dataset import select_samples
     from idenprof.errors import ConfigError, IdenprofError
     from idenprof.runtime import apply_runtime, detect_environment, plan_runtime
-    from idenprof.training import decode_splits, prepare_dataset, select_samples
+    from idenprof.training import decode_splits, prepare_dataset
 
     try:
         wanted = [e.strip() for e in args.experiments.split(",") if e.strip()]

@@ -20,9 +20,10 @@ test/, or your own photos; a subset of the classes is fine). The output folder g
     predictions.csv          one row per image: path, true, predicted, probability, p(true), and
                              the probability of every class (p_<class>)
 
-evaluate.py and idenprof.packaging (the test report of the shipped model) both call
-`evaluate_samples`. Images are decoded by idenprof.data.decoded (the same pixels as training and
-infer.py) and predicted by any format idenprof.inference loads.
+evaluate.py and idenprof.packaging (the test report of the shipped model) call `evaluate_samples`;
+the end of training (metrics.json) calls `write_evaluation` with the predictions it has made: one
+report format, one code path. Images are decoded by idenprof.data.decoded (the same pixels as
+training and infer.py) and predicted by any format idenprof.inference loads.
 """
 
 from __future__ import annotations

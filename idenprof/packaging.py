@@ -2,7 +2,7 @@
 
     idenprof-package runs/ship-cpu-long-seed0 [--data-dir data/idenprof] [--out idenprof/pretrained]
         [--none-detector mahalanobis] [--outlier-exposure EPOCHS]
-    (also python -m idenprof.cli.package, or python -m idenprof.packaging; the flags: idenprof/cli/package.py)
+    (or python -m idenprof.cli.package: the command line is idenprof/cli/package.py)
 
 Reads the run's float32 export (export/model.keras; the kept checkpoint when the run has no export
 yet), optionally fine-tunes it with outlier exposure so that it can say "none of these"
@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -82,14 +81,13 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
     from idenprof.class_index import read_class_index
     from idenprof.conformal import ConformalSets
-    from idenprof.data.dataset import scan_dataset
+    from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
     from idenprof.evaluation import evaluate_samples
     from idenprof.inference import load_predictor
     from idenprof.ood import NONE_RULE, fit_none_threshold, none_scores
     from idenprof.outliers import BENCHMARK_SOURCES, source_files
     from idenprof.report import plot_reliability_diagram
-    from idenprof.training import select_samples
 
     started = time.monotonic()
     run = RunFolder(run_dir)
@@ -682,10 +680,3 @@ def none_section(calibration, report, exposure, detector=None) -> list[str]:
         "",
     ]
     return lines
-
-
-if __name__ == "__main__":  # `python -m idenprof.packaging` still works: the command is idenprof.cli.package
-    from idenprof.cli.package import main
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())

@@ -17,6 +17,7 @@ import numpy as np
 
 from idenprof.class_index import write_class_index
 from idenprof.config import TrainConfig, size_notes
+from idenprof.data.dataset import select_samples
 from idenprof.errors import ConfigError, DatasetError, ModelFileError
 from idenprof.files import BackgroundWriter, write_json_atomically
 from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
@@ -201,30 +202,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-
-
-def select_samples(layout, config: TrainConfig):
-    """(train, validation, test) sample lists for the config (see idenprof.data.dataset)."""
-    from idenprof.data.dataset import stratified_split
-
-    train = layout.train_without_test_duplicates() if config.exclude_test_duplicates else layout.samples["train"]
-    if config.max_per_class:
-        rng = random.Random(config.seed)
-        by_class: dict[int, list] = {}
-        for sample in train:
-            by_class.setdefault(sample[1], []).append(sample)
-        train = []
-        for label in sorted(by_class):
-            group = list(by_class[label])
-            rng.shuffle(group)
-            train.extend(sorted(group[: config.max_per_class]))
-    test = layout.samples["test"]
-    if config.validate_on == "test":
-        return list(train), list(test), list(test)
-    if "val" in layout.samples:  # the user's own validation split
-        return list(train), list(layout.samples["val"]), list(test)
-    train, val = stratified_split(train, config.val_fraction, config.seed)
-    return train, val, list(test)
 
 
 def decode_splits(config: TrainConfig, layout, train_samples, val_samples, test_samples, log):

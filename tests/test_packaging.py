@@ -178,7 +178,7 @@ def test_the_cards_command_leaves_out_the_training_machines_folders():
 
 
 def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "idenprof.packaging", str(tmp_path)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "idenprof.cli.package", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 2

@@ -13,9 +13,9 @@ from train_helpers import TINY, metrics_rows, run_train
 
 from idenprof.callbacks import Patience
 from idenprof.config import resolve_config, saved_run_settings
-from idenprof.data.dataset import scan_dataset
+from idenprof.data.dataset import scan_dataset, select_samples
 from idenprof.errors import ConfigError
-from idenprof.training import class_weights, select_samples
+from idenprof.training import class_weights
 
 
 @pytest.fixture(scope="module")

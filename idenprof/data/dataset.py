@@ -222,3 +222,28 @@ def stratified_split(
     train = [s for i, s in enumerate(samples) if i not in val_positions]
     val = [s for i, s in enumerate(samples) if i in val_positions]
     return train, val
+
+
+def select_samples(layout: DatasetLayout, config) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(train, validation, test) sample lists for a TrainConfig: train without the test duplicates
+    (`exclude_test_duplicates`), at most `max_per_class` per class (seeded), and validation the
+    layout's own val/ split, the test split (`validate_on` "test"), or a stratified hold-out of
+    `val_fraction` of train (seeded): what training, packaging and the benchmarks all split by."""
+    train = layout.train_without_test_duplicates() if config.exclude_test_duplicates else layout.samples["train"]
+    if config.max_per_class:
+        rng = random.Random(config.seed)
+        by_class: dict[int, list] = {}
+        for sample in train:
+            by_class.setdefault(sample[1], []).append(sample)
+        train = []
+        for label in sorted(by_class):
+            group = list(by_class[label])
+            rng.shuffle(group)
+            train.extend(sorted(group[: config.max_per_class]))
+    test = layout.samples["test"]
+    if config.validate_on == "test":
+        return list(train), list(test), list(test)
+    if "val" in layout.samples:  # the user's own validation split
+        return list(train), list(layout.samples["val"]), list(test)
+    train, val = stratified_split(train, config.val_fraction, config.seed)
+    return train, val, list(test)

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from idenprof.conformal import ConformalSets
     from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
-    from idenprof.inference import load_predictor
+    from idenprof.loaders import load_predictor
 
     predictor = load_predictor(args.model)
     layout = scan_dataset(args.data_dir)

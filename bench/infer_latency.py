@@ -41,7 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from archive_photos import archive_test_photos  # noqa: E402
 
 from idenprof.data.imaging import load_image_rgb  # noqa: E402
-from idenprof.inference import load_predictor, predict_files  # noqa: E402
+from idenprof.inference import predict_files  # noqa: E402
+from idenprof.loaders import load_predictor  # noqa: E402
 from idenprof.run_folder import EXPORT_FILENAMES, RunFolder  # noqa: E402
 
 CLASS_NAMES = ["chef", "doctor", "engineer", "farmer", "firefighter",

@@ -7,6 +7,8 @@ Starts `serve.py --model MODEL` on 127.0.0.1 (a free port), then POSTs real Iden
   - one client, one request at a time: p50/p95 latency (ms);
   - one client with heatmap=true: p50 latency (ms);
   - --clients concurrent clients: predictions/s and errors;
+  - many photos per request: --batch photos in one POST to /api/predict/batch against the same
+    photos in --batch single requests, taking turns (--batch-rounds), photos/s and the ratio;
   - the server's resident memory (RSS) afterwards, and its peak.
 Targets: p50 <= 100 ms, p95 <= 250 ms, heat map p50 <= 300 ms, >= 15 predictions/s with 8
 clients, RSS <= 1.5 GB. Never run in CI. The last line is `p50_ms: X`.
@@ -57,11 +59,12 @@ def start_server(model: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"serve.py exited ({process.wait()}) before serving")
 
 
-def post(url: str, photo: bytes) -> float:
-    """Seconds for one POST of `photo`; raises on any answer but 200."""
-    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; "
-            f"filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
-    body += photo + f"\r\n--{BOUNDARY}--\r\n".encode()
+def post(url: str, *photos: bytes) -> float:
+    """Seconds for one POST of `photos` (each in a field `image`); raises on any answer but 200."""
+    body = b"".join(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; "
+                    f"filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".encode() + photo + b"\r\n"
+                    for photo in photos)
+    body += f"--{BOUNDARY}--\r\n".encode()
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     start = time.perf_counter()
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--heatmap-requests", type=int, default=30)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--concurrent-requests", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=32, help="photos per batch request")
+    parser.add_argument("--batch-rounds", type=int, default=5)
     parser.add_argument(
         "--archive", type=Path, default=REPO.parent / "shared" / "datasets" / "idenprof-jpg.zip"
     )
@@ -135,6 +140,15 @@ def main() -> None:
         rate = sum(outcomes) / elapsed
         print(f"{args.clients} clients: {rate:.1f} predictions/s ({verdict(rate >= 15)} 15), "
               f"{outcomes.count(False)} errors in {len(outcomes)} requests", flush=True)
+        batch = [photos[i % len(photos)] for i in range(args.batch)]
+        singles_s, batches_s = [], []
+        for _ in range(args.batch_rounds):  # taking turns: the machine's load hits both alike
+            singles_s.append(sum(post(predict_url, photo) for photo in batch))
+            batches_s.append(post(predict_url + "/batch", *batch))
+        single_rate, batch_rate = args.batch / statistics.median(singles_s), args.batch / statistics.median(batches_s)
+        print(f"{args.batch} photos: {single_rate:.1f} photos/s in single requests, {batch_rate:.1f} in one batch "
+              f"request: {batch_rate / single_rate:.2f}x ({verdict(batch_rate >= 2 * single_rate)} 2x; medians of "
+              f"{args.batch_rounds} turns)", flush=True)
         rss, peak = rss_mb(process.pid)
         print(f"server RSS: {rss:.0f} MB, peak {peak:.0f} MB ({verdict(peak <= 1536)} 1536 MB)",
               flush=True)

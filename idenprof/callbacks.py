@@ -19,7 +19,7 @@ import numpy as np
 from idenprof.errors import IdenprofError
 from idenprof.export import save_model
 from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
-from idenprof.inference import predict_in_batches
+from idenprof.loaders import predict_in_batches
 from idenprof.run_folder import KEEP_RULES, RunFolder
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.

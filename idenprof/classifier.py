@@ -24,16 +24,10 @@ from idenprof.calibration import read_min_confidence
 from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, check_coverage, read_conformal
 from idenprof.data.imaging import load_image_rgb, rgb_pixels
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError
-from idenprof.inference import (
-    FilePrediction,
-    InputError,
-    Predictor,
-    load_predictor,
-    predict_files,
-    predict_views,
-    resolve_model_path,
-    top_predictions,
-)
+from idenprof.inference import FilePrediction, predict_files, predict_views, top_predictions
+from idenprof.inputs import InputError
+from idenprof.loaders import Predictor, load_predictor
+from idenprof.model_finding import resolve_model_path
 from idenprof.ood import none_score, read_none_threshold
 from idenprof.run_folder import EXPORT_FILENAMES
 
@@ -355,7 +349,7 @@ def load(
 
     Args:
         model: a .keras/.h5/.tflite file, a SavedModel folder or a run folder; None for the
-            default of idenprof.inference.resolve_model_path (the best model of the most recent
+            default of idenprof.model_finding.resolve_model_path (the best model of the most recent
             finished run under `runs_dir`, else the shipped model).
         labels: class index JSON; default: class_index.json beside the model.
         min_confidence: "not sure" threshold 0..1; default: calibration.json beside the model,

@@ -40,7 +40,8 @@ from idenprof.data.dataset import Sample, scan_class_folders
 from idenprof.data.imaging import IMAGE_EXTENSIONS
 from idenprof.errors import DatasetError
 from idenprof.files import atomic_write, write_json_atomically
-from idenprof.inference import Predictor, predict_views
+from idenprof.inference import predict_views
+from idenprof.loaders import Predictor
 from idenprof.ood import auroc, flagged_share, fpr_at_tpr, none_scores, read_none_threshold
 from idenprof.report import (
     classification_metrics,
@@ -121,7 +122,7 @@ def evaluate_samples(
     """Predict every sample once and write the report files into `out_dir` (created).
 
     Args:
-        predictor: any loaded model (idenprof.inference.load_predictor).
+        predictor: any loaded model (idenprof.loaders.load_predictor).
         samples: (image path, class index in predictor.class_names) pairs.
         tta: average each image with its mirror (report.json then also has top1_without_tta).
         options: what to report and how (`write_evaluation`'s keyword arguments: root, subsets,

@@ -84,7 +84,7 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
     from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
     from idenprof.evaluation import evaluate_samples
-    from idenprof.inference import load_predictor
+    from idenprof.loaders import load_predictor
     from idenprof.ood import NONE_RULE, fit_none_threshold, none_scores
     from idenprof.outliers import BENCHMARK_SOURCES, source_files
     from idenprof.report import plot_reliability_diagram
@@ -290,7 +290,7 @@ def keras_litert_agreement(calibrated, folder: Path, images: np.ndarray) -> dict
     difference and the share of equal top-1 predictions."""
     import keras
 
-    from idenprof.inference import load_predictor
+    from idenprof.loaders import load_predictor
 
     expected = keras.ops.convert_to_numpy(calibrated(np.asarray(images, np.float32), training=False))
     got = load_predictor(folder / EXPORT_FILENAMES["tflite"]).predict(images)

@@ -510,7 +510,8 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
 
     from idenprof.evaluation import DEDUPLICATED_TEST, write_evaluation
     from idenprof.export import export_model
-    from idenprof.inference import predict_in_batches, predict_views
+    from idenprof.inference import predict_views
+    from idenprof.loaders import predict_in_batches
     from idenprof.report import plot_training_curves
 
     best = run.kept_checkpoint()

@@ -150,13 +150,15 @@ def test_serve_latency_bench_reports_latency_heat_maps_throughput_and_memory(sma
     tflite = export_tiny_model(tmp_path / "model")
     result = run_bench("serve_latency.py", "--model", tflite, "--archive", small_archive,
                        "--requests", 4, "--heatmap-requests", 2, "--clients", 2,
-                       "--concurrent-requests", 6)
+                       "--concurrent-requests", 6, "--batch", 4, "--batch-rounds", 1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^machine: .+, \d+ cores", result.stdout, re.M), result.stdout
     assert re.search(r"^one client: p50 [0-9.]+ ms .* p95 [0-9.]+ ms .* over 4 requests$",
                      result.stdout, re.M), result.stdout
     assert re.search(r"^with heat map: p50 [0-9.]+ ms .* over 2 requests$", result.stdout, re.M)
     assert re.search(r"^2 clients: [0-9.]+ predictions/s .*, 0 errors in 6 requests$",
+                     result.stdout, re.M), result.stdout
+    assert re.search(r"^4 photos: [0-9.]+ photos/s in single requests, [0-9.]+ in one batch request: [0-9.]+x ",
                      result.stdout, re.M), result.stdout
     assert re.search(r"^server RSS: \d+ MB, peak \d+ MB", result.stdout, re.M)
     assert last_value(result.stdout, "p50_ms") > 0

@@ -25,7 +25,7 @@ from idenprof.calibration import (
 from idenprof.data.dataset import scan_dataset
 from idenprof.data.decoded import decode_images
 from idenprof.export import export_model
-from idenprof.inference import load_predictor
+from idenprof.loaders import load_predictor
 
 
 def test_fit_recovers_the_temperature_that_generated_the_labels():

@@ -23,7 +23,8 @@ from test_export import CLASS_NAMES, one_test_image_per_class
 from idenprof.classifier import Classifier, load
 from idenprof.data.imaging import ImageError
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.inference import load_predictor, predict_files
+from idenprof.inference import predict_files
+from idenprof.loaders import load_predictor
 
 
 @pytest.fixture(scope="module")

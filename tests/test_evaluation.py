@@ -18,7 +18,8 @@ from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 from idenprof.errors import DatasetError
 from idenprof.evaluation import evaluate_folder, labelled_samples
 from idenprof.export import export_model
-from idenprof.inference import Predictor, load_predictor, predict_files
+from idenprof.inference import predict_files
+from idenprof.loaders import Predictor, load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ["report.json", "confusion_matrix.png", "reliability_diagram.png", "top_mistakes.png",

@@ -17,13 +17,10 @@ from test_export import CLASS_NAMES, IMAGE_SIZE
 from idenprof.class_index import write_class_index
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.inference import (
-    expand_inputs,
-    load_predictor,
-    predict_files,
-    predict_in_batches,
-    resolve_model_path,
-)
+from idenprof.inference import predict_files
+from idenprof.inputs import expand_inputs
+from idenprof.loaders import load_predictor, predict_in_batches
+from idenprof.model_finding import resolve_model_path
 
 FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite", "model.onnx"]
 

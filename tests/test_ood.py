@@ -17,7 +17,9 @@ from idenprof import ood, outliers
 from idenprof.classifier import Classifier, load
 from idenprof.errors import ConfigError, DatasetError
 from idenprof.evaluation import evaluate_folder
-from idenprof.inference import FilePrediction, InputError, Predictor
+from idenprof.inference import FilePrediction
+from idenprof.inputs import InputError
+from idenprof.loaders import Predictor
 from idenprof.outputs import prediction_rows, write_predictions
 
 

@@ -61,7 +61,7 @@ def test_it_saves_loads_without_custom_objects_and_converts_to_litert(tempered):
     import keras
 
     from idenprof.export import export_model
-    from idenprof.inference import load_predictor
+    from idenprof.loaders import load_predictor
 
     out = tempered["dir"]
     export_model(tempered["model"], out, CLASS_NAMES, formats=("keras", "tflite"))

@@ -24,7 +24,7 @@ from idenprof.config import resolve_config
 from idenprof.errors import IdenprofError
 from idenprof.export import export_model
 from idenprof.files import write_json_atomically
-from idenprof.inference import load_predictor
+from idenprof.loaders import load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = {

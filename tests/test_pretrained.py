@@ -14,7 +14,8 @@ from test_export import CLASS_NAMES
 
 from idenprof.class_index import read_class_index
 from idenprof.data.imaging import load_image_rgb
-from idenprof.inference import PRETRAINED_DIR, PRETRAINED_MODEL, load_predictor
+from idenprof.loaders import load_predictor
+from idenprof.model_finding import PRETRAINED_DIR, PRETRAINED_MODEL
 from idenprof.packaging import SIZE_LIMIT_BYTES
 
 SHIPPED = ["model.keras", "model.tflite", "class_index.json", "calibration.json", "MODEL_CARD.md",

@@ -123,7 +123,7 @@ def test_with_keep_last_the_latest_committed_checkpoint_survives_a_kill(tmp_path
 
 
 def test_before_the_rerun_infer_uses_the_committed_checkpoint_not_the_one_a_kill_left(tmp_path):
-    from idenprof.inference import resolve_model_path
+    from idenprof.model_finding import resolve_model_path
 
     run = committed_run(tmp_path, 2)  # killed while saving epoch 3: its file is there, not committed
     run.config_path.write_text(json.dumps({"config": {"keep": "best"}}))

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from idenprof.classifier import checked_coverage, checked_unit
     from idenprof.evaluation import evaluate_folder, summary_lines
-    from idenprof.inference import load_predictor, resolve_model_path
+    from idenprof.loaders import load_predictor
+    from idenprof.model_finding import resolve_model_path
 
     try:
         if args.batch_size < 1:

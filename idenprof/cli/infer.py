@@ -36,7 +36,7 @@ from idenprof.classifier import (  # noqa: E402
 )
 from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import ConfigError, IdenprofError  # noqa: E402
-from idenprof.inference import expand_inputs  # noqa: E402
+from idenprof.inputs import expand_inputs  # noqa: E402
 from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
 
 

@@ -333,13 +333,13 @@ def averaged_weights(model) -> list:
     return [np.asarray(averages.get(id(w), w)) for w in model.weights]
 
 
-def build_network(config: TrainConfig, num_classes: int, image_size: int | None = None):
+def build_network(config: TrainConfig, num_classes: int, open_size: bool = False):
     """The config's network, randomly initialised, with preprocessing inside and a float32
-    softmax head. Its input is `image_size` (default `config.image_size`) square; `image_size=0`
-    leaves height and width open, for training on one size and validating on another."""
+    softmax head. Its input is `config.image_size` square, or with `open_size` of any height and
+    width (for training on one size and validating on another: the training model)."""
     from models import RESNET_SPECS, build_model
 
-    side = config.image_size if image_size is None else image_size or None
+    side = None if open_size else config.image_size
     if config.weights == "imagenet":
         from idenprof.weights import imagenet_classifier
 
@@ -376,7 +376,7 @@ def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, step
     norm when asked, compiled with the config's optimizer, schedule and loss."""
     import keras
 
-    model = build_network(config, num_classes, image_size=0 if config.trains_at_other_size() else None)
+    model = build_network(config, num_classes, open_size=config.trains_at_other_size())
     load_starting_weights(model, config)
     if config.fused_batch_norm:
         from models.batch_norm import use_fused_batch_norm

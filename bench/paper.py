@@ -125,7 +125,8 @@ def train_network(network: Network, config, data, plan, log):
     import keras
 
     from idenprof.data.batches import make_dataset
-    from idenprof.training import make_inputs, make_learning_rate, make_optimizer, seed_everything
+    from idenprof.recipe import make_learning_rate, make_optimizer
+    from idenprof.training import make_inputs, seed_everything
     from models import build_model
     from models.batch_norm import use_fused_batch_norm
 

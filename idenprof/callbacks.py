@@ -20,6 +20,7 @@ from idenprof.errors import IdenprofError
 from idenprof.export import save_model
 from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
 from idenprof.loaders import predict_in_batches
+from idenprof.recipe import budget_cosine_lr
 from idenprof.run_folder import KEEP_RULES, RunFolder
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.
@@ -262,14 +263,6 @@ class StopOnNaN(keras.callbacks.Callback):
             f"training diverged: the loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; {kept}; "
             f"{self.hint or 'lower --lr'} and train again with a new --run-dir"
         )
-
-
-def budget_cosine_lr(peak_lr: float, step: int, warmup_steps: int, progress: float) -> float:
-    """Learning rate of a schedule fitted to a time budget: a linear warm-up over the first
-    `warmup_steps` optimizer steps times a cosine decay over the fraction of the budget spent
-    (`progress`, 0..1), so the rate reaches zero when the time does."""
-    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    return peak_lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -21,6 +21,7 @@ from idenprof.data.dataset import select_samples
 from idenprof.errors import ConfigError, DatasetError, ModelFileError
 from idenprof.files import BackgroundWriter, write_json_atomically
 from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
+from idenprof.recipe import make_learning_rate, make_optimizer
 from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
 from idenprof.runtime import RuntimePlan, apply_runtime
@@ -273,53 +274,6 @@ def steps_per_epoch_for(train_images: int, batch_size: int) -> int:
             "use a smaller batch or more images"
         )
     return steps
-
-
-def make_learning_rate(config: TrainConfig, steps_per_epoch: int, total_epochs: int | None = None):
-    """A Keras learning-rate schedule indexed by optimizer step.
-
-    step: `lr` until `lr_boundaries[0]` epochs are done, then times `lr_decay_factor` after each
-    boundary (the original recipe: 1e-3, /10 after epochs 80, 120, 160, 180).
-    cosine: linear warm-up over `warmup_epochs` to `lr`, then cosine decay to 0 at the last step;
-    with a time budget the rate follows the clock instead (see callbacks.TimeBudget), and this
-    returns the peak rate as the optimizer's starting value.
-    """
-    import keras
-
-    total_epochs = total_epochs or config.epochs
-    if config.schedule == "constant" or (config.schedule == "cosine" and config.time_budget_min):
-        return config.lr
-    if config.schedule == "step":
-        # Keras uses values[i+1] once step > boundaries[i]; the first step of epoch b (0-based
-        # iterations == b * steps_per_epoch) must already use the decayed rate.
-        boundaries = [b * steps_per_epoch - 1 for b in config.lr_boundaries]
-        values = [config.lr * config.lr_decay_factor**i for i in range(len(boundaries) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    total_steps = total_epochs * steps_per_epoch
-    warmup_steps = min(int(round(config.warmup_epochs * steps_per_epoch)), total_steps - 1)
-    if warmup_steps > 0:
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=max(1, total_steps - warmup_steps),
-            warmup_target=config.lr,
-            warmup_steps=warmup_steps,
-        )
-    return keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(1, total_steps))
-
-
-def make_optimizer(config: TrainConfig, learning_rate):
-    import keras
-
-    # use_ema: the optimizer keeps the average beside the weights it trains (see `averaged_weights`).
-    ema = dict(use_ema=True, ema_momentum=config.ema_momentum) if config.ema_momentum else {}
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay, **ema)
-    return keras.optimizers.SGD(
-        learning_rate=learning_rate, momentum=config.momentum, nesterov=True,
-        weight_decay=config.weight_decay or None, **ema,
-    )
 
 
 def averaged_weights(model) -> list:

@@ -14,7 +14,8 @@ from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
 from idenprof.errors import ConfigError
-from idenprof.training import make_learning_rate, open_run_folder, save_run_config
+from idenprof.recipe import make_learning_rate
+from idenprof.training import open_run_folder, save_run_config
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from idenprof.data.augment import AugmentConfig, augment_batch
-    from idenprof.runtime import cpu_model_name
+    from idenprof.train.runtime import cpu_model_name
 
     rng = np.random.default_rng(0)
     size, batch = args.image_size, args.batch_size

@@ -4,7 +4,7 @@
     python bench/conformal.py --model runs/x/export/model.keras --seed 0 --json runs/conformal/x.json
 
 Single-view probabilities of the run's hold-out (a stratified 10% of train, `--seed`) and of the
-IdenProf test split. Compared (idenprof.conformal, docs/CONFORMAL.md):
+IdenProf test split. Compared (idenprof.predict.conformal, docs/CONFORMAL.md):
   - LAC: the classes with p >= 1 - q (Sadinle et al. 2019; the smallest sets on average, but a
     doubtful photo is treated like a sure one);
   - APS and RAPS at several penalties (Angelopoulos et al. 2021), deterministic (U = 0).
@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 def lac_masks(calibration_p, calibration_y, p, coverage):
     """LAC sets: classes with 1 - p at most the conformal quantile of the true classes' 1 - p."""
-    from idenprof.conformal import threshold
+    from idenprof.predict.conformal import threshold
 
     q = threshold(1.0 - calibration_p[np.arange(len(calibration_y)), calibration_y], coverage)
     masks = (1.0 - p) <= q
@@ -64,10 +64,10 @@ def measure(masks, p, y) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from idenprof.config import resolve_config
-    from idenprof.conformal import ConformalSets
     from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
-    from idenprof.loaders import load_predictor
+    from idenprof.predict.conformal import ConformalSets
+    from idenprof.predict.loaders import load_predictor
 
     predictor = load_predictor(args.model)
     layout = scan_dataset(args.data_dir)

@@ -41,8 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from archive_photos import archive_test_photos  # noqa: E402
 
 from idenprof.data.imaging import load_image_rgb  # noqa: E402
-from idenprof.inference import predict_files  # noqa: E402
-from idenprof.loaders import load_predictor  # noqa: E402
+from idenprof.predict.inference import predict_files  # noqa: E402
+from idenprof.predict.loaders import load_predictor  # noqa: E402
 from idenprof.run_folder import EXPORT_FILENAMES, RunFolder  # noqa: E402
 
 CLASS_NAMES = ["chef", "doctor", "engineer", "farmer", "firefighter",
@@ -122,7 +122,7 @@ def extract_photos(archive: Path, dest: Path, per_class: int) -> Path:
 def make_run(workdir: Path, args: argparse.Namespace) -> Path:
     """workdir/runs/bench/ in train.py's layout, holding a random-weight network."""
     from idenprof.class_index import write_class_index
-    from idenprof.export import export_model
+    from idenprof.ship.export import export_model
     from models import build_model
 
     run = workdir / "runs" / "bench"

@@ -6,11 +6,11 @@
         --data-dir data/open-set/waiter-chef --held-out-from data/idenprof     # near-OOD
 
 Scores, side by side, on the same photos (docs/OOD.md):
-  - none-score: (1 - max softmax probability) / (1 - 1/C), the one infer.py ships (idenprof.ood);
+  - none-score: (1 - max softmax probability) / (1 - 1/C), the one infer.py ships (idenprof.predict.ood);
   - max logit, energy (Liu et al. 2020);
   - Mahalanobis (class means and shared covariance of --feature-photos training photos' pooled
     features; Lee et al. 2018) and k-nearest-neighbour cosine distance (k=10; Sun et al. 2022).
-Knowns: the IdenProf test split. Unknowns: the far-OOD photos of idenprof.outliers.BENCHMARK_SOURCES
+Knowns: the IdenProf test split. Unknowns: the far-OOD photos of idenprof.ship.outliers.BENCHMARK_SOURCES
 (installed packages only) and, reported apart, the synthetic inputs. For each: AUROC, FPR at 95%
 TPR, and at the threshold that lets 95% of the hold-out pass, the share of unknowns and of the test
 split flagged. Near-OOD (open set): a model trained with some classes held out (`--data-dir` a copy
@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
 
-    from idenprof import ood, outliers
-    from idenprof.calibration import is_calibrated, logits_model, temperature_of
     from idenprof.config import resolve_config
     from idenprof.data.dataset import scan_dataset, select_samples
+    from idenprof.predict import ood, outliers
+    from idenprof.predict.calibration import is_calibrated, logits_model, temperature_of
 
     model = keras.models.load_model(args.model, compile=False)
     side = int(model.input_shape[1])

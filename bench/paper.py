@@ -125,8 +125,8 @@ def train_network(network: Network, config, data, plan, log):
     import keras
 
     from idenprof.data.batches import make_dataset
-    from idenprof.recipe import make_learning_rate, make_optimizer
-    from idenprof.training import make_inputs, seed_everything
+    from idenprof.train.recipe import make_learning_rate, make_optimizer
+    from idenprof.train.training import make_inputs, seed_everything
     from models import build_model
     from models.batch_norm import use_fused_batch_norm
 
@@ -240,8 +240,8 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()
     from idenprof.data.dataset import select_samples
     from idenprof.errors import ConfigError, IdenprofError
-    from idenprof.runtime import apply_runtime, detect_environment, plan_runtime
-    from idenprof.training import decode_splits, prepare_dataset
+    from idenprof.train.runtime import apply_runtime, detect_environment, plan_runtime
+    from idenprof.train.training import decode_splits, prepare_dataset
 
     try:
         wanted = [e.strip() for e in args.experiments.split(",") if e.strip()]

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from idenprof.data.decoded import available_cores, decode_images
     from idenprof.data.download import ensure_dataset
     from idenprof.data.generator import make_generator
-    from idenprof.runtime import cpu_model_name
+    from idenprof.train.runtime import cpu_model_name
 
     root = ensure_dataset(args.data_dir, str(args.archive), progress=False)
     layout = scan_dataset(root)

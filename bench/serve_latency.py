@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from archive_photos import archive_test_photos  # noqa: E402
 
-from idenprof.runtime import cpu_model_name  # noqa: E402
+from idenprof.train.runtime import cpu_model_name  # noqa: E402
 
 BOUNDARY = "benchb0undary"
 TARGETS = {"p50_ms": 100, "p95_ms": 250, "heatmap_p50_ms": 300}

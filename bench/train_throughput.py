@@ -83,8 +83,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from idenprof.config import resolve_config
-    from idenprof.runtime import apply_runtime, cpu_model_name, detect_environment, plan_runtime
-    from idenprof.training import compile_model
+    from idenprof.train.runtime import apply_runtime, cpu_model_name, detect_environment, plan_runtime
+    from idenprof.train.training import compile_model
 
     env = detect_environment()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from idenprof.errors import ConfigError
 from idenprof.run_folder import KEEP_RULES
-from idenprof.runtime import PRECISIONS, XLA_MODES
 
 
 def setting(default, help: str, group: str, *, parse=None, choices=None, negated: str | None = None,
@@ -35,6 +34,10 @@ def comma_floats(text: str) -> list[float]:
 def comma_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
+
+# Precision and XLA choices (idenprof.train.runtime turns them into a plan).
+PRECISIONS = ("auto", "float32", "float16", "bfloat16", "mixed")
+XLA_MODES = ("auto", "on", "off")
 
 DATA, MODEL, OPTIMISATION, AUGMENTATION, MACHINERY = ("data", "model", "optimisation", "augmentation",
                                                       "machinery and output")

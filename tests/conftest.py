@@ -40,7 +40,7 @@ def export_dir(tmp_path_factory) -> Path:
     """Every export format of a tiny (untrained) model with the IdenProf class names. Read-only."""
     from test_export import CLASS_NAMES, tiny_model
 
-    from idenprof.export import export_model
+    from idenprof.ship.export import export_model
 
     out_dir = tmp_path_factory.mktemp("export")
     export_model(tiny_model(), out_dir, CLASS_NAMES)

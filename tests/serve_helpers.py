@@ -25,7 +25,7 @@ def export_tiny_model(out_dir: Path) -> Path:
     model.keras and class_index.json beside it; returns the .tflite path."""
     from test_export import CLASS_NAMES, tiny_model
 
-    from idenprof.export import export_model
+    from idenprof.ship.export import export_model
 
     export_model(tiny_model(), out_dir, CLASS_NAMES, formats=("keras", "tflite"))
     return out_dir / "model.tflite"

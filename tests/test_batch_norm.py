@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from idenprof.config import resolve_config
-from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import checkpoint_model_for, compile_model
+from idenprof.train.runtime import Environment, plan_runtime
+from idenprof.train.training import checkpoint_model_for, compile_model
 from models import DenseNet121, ResNet18
 from models.batch_norm import FusedBatchNormalization, use_fused_batch_norm
 

@@ -1,4 +1,4 @@
-"""idenprof.calibration: the temperature fit, ECE, the min_confidence rule, and the calibrated
+"""idenprof.predict.calibration: the temperature fit, ECE, the min_confidence rule, and the calibrated
 model (plain Keras layers that load anywhere and convert to LiteRT)."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 
-from idenprof.calibration import (
+from idenprof.data.dataset import scan_dataset
+from idenprof.data.decoded import decode_images
+from idenprof.predict.calibration import (
     calibrate,
     confidence_threshold,
     expected_calibration_error,
@@ -22,10 +24,8 @@ from idenprof.calibration import (
     softmax,
     temperature_of,
 )
-from idenprof.data.dataset import scan_dataset
-from idenprof.data.decoded import decode_images
-from idenprof.export import export_model
-from idenprof.loaders import load_predictor
+from idenprof.predict.loaders import load_predictor
+from idenprof.ship.export import export_model
 
 
 def test_fit_recovers_the_temperature_that_generated_the_labels():

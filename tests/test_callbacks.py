@@ -8,9 +8,9 @@ import json
 import keras
 import pytest
 
-from idenprof.callbacks import CheckpointKeeper, save_model_atomically
 from idenprof.errors import IdenprofError
 from idenprof.run_folder import RunFolder
+from idenprof.train.callbacks import CheckpointKeeper, save_model_atomically
 
 
 def small_model():
@@ -101,7 +101,7 @@ def test_the_run_folder_reads_its_rule_from_config_json_and_picks_by_it(tmp_path
 def test_whole_image_phase_sets_the_flag_for_the_last_fraction_of_epochs_or_time():
     import tensorflow as tf
 
-    from idenprof.callbacks import WholeImagePhase
+    from idenprof.train.callbacks import WholeImagePhase
 
     flag = tf.Variable(False)
     by_epoch = WholeImagePhase(flag, fraction=0.25, epochs=8)

@@ -10,10 +10,10 @@ import pytest
 
 from idenprof.config import resolve_config
 from idenprof.data.decoded import DecodedImages
-from idenprof.resume import discard_uncommitted
 from idenprof.run_folder import RunFolder
-from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import compile_model, make_callbacks
+from idenprof.train.resume import discard_uncommitted
+from idenprof.train.runtime import Environment, plan_runtime
+from idenprof.train.training import compile_model, make_callbacks
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
 import checkpoint_rule  # noqa: E402
@@ -56,7 +56,7 @@ def test_the_record_predicts_without_a_tf_data_iterator(tmp_path, monkeypatch):
     """An iterator per record is one more teardown per epoch, which waited at 0% CPU in training."""
     from keras.src.backend.tensorflow.trainer import TFEpochIterator
 
-    from idenprof.callbacks import ValidationRecord
+    from idenprof.train.callbacks import ValidationRecord
 
     model = compile_model(resolve_config(None, TINY_NET), plan_runtime(Environment(), precision="float32", xla="off",
                                                                        batch_size=8), num_classes=3, steps_per_epoch=3)

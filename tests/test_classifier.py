@@ -20,11 +20,11 @@ from PIL import Image
 from serve_helpers import export_tiny_model
 from test_export import CLASS_NAMES, one_test_image_per_class
 
-from idenprof.classifier import Classifier, load
 from idenprof.data.imaging import ImageError
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.inference import predict_files
-from idenprof.loaders import load_predictor
+from idenprof.predict.classifier import Classifier, load
+from idenprof.predict.inference import predict_files
+from idenprof.predict.loaders import load_predictor
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""idenprof.conformal and idenprof.selective: the scores and sets by hand, the coverage guarantee on
+"""idenprof.predict.conformal and idenprof.predict.selective: the scores and sets by hand, the coverage guarantee on
 exchangeable data and on random splits of the shipped model's saved test predictions, the risk-coverage
 curve by brute force, and how calibration.json carries the scores."""
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from serve_helpers import SHIPPED_MODEL
 
-from idenprof import conformal, selective
-from idenprof.classifier import Classifier, load
-from idenprof.conformal import ConformalSets, read_conformal
 from idenprof.errors import ConfigError
-from idenprof.evaluation import read_predictions_csv
+from idenprof.predict import conformal, selective
+from idenprof.predict.classifier import Classifier, load
+from idenprof.predict.conformal import ConformalSets, read_conformal
+from idenprof.predict.evaluation import read_predictions_csv
 
 
 def test_scores_are_the_mass_ranked_above_plus_the_penalty_past_the_free_ranks():

@@ -1,4 +1,4 @@
-"""idenprof.evaluation and evaluate.py: metrics checked by hand, every output written, each model
+"""idenprof.predict.evaluation and evaluate.py: metrics checked by hand, every output written, each model
 format, and the user's mistakes (a class the model does not know, an unreadable photo)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 
 from idenprof.errors import DatasetError
-from idenprof.evaluation import evaluate_folder, labelled_samples
-from idenprof.export import export_model
-from idenprof.inference import predict_files
-from idenprof.loaders import Predictor, load_predictor
+from idenprof.predict.evaluation import evaluate_folder, labelled_samples
+from idenprof.predict.inference import predict_files
+from idenprof.predict.loaders import Predictor, load_predictor
+from idenprof.ship.export import export_model
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ["report.json", "confusion_matrix.png", "reliability_diagram.png", "top_mistakes.png",

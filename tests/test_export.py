@@ -16,7 +16,7 @@ from PIL import Image
 from idenprof.class_index import read_class_index
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError
-from idenprof.export import export_model
+from idenprof.ship.export import export_model
 from models import ResNet18
 
 IMAGE_SIZE = 32

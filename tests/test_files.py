@@ -11,10 +11,10 @@ import time
 import pytest
 
 import idenprof.files as files
-from idenprof.callbacks import CheckpointKeeper, ResumeState
 from idenprof.errors import IdenprofError
 from idenprof.files import TEMP_GLOB, BackgroundWriter, atomic_write, write_json_atomically
 from idenprof.run_folder import RunFolder
+from idenprof.train.callbacks import CheckpointKeeper, ResumeState
 
 
 @pytest.fixture

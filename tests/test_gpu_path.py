@@ -12,8 +12,8 @@ import pytest
 from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
-from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import compile_model
+from idenprof.train.runtime import Environment, plan_runtime
+from idenprof.train.training import compile_model
 
 FRESH_PROCESS_PREDICT = r"""
 import json, sys

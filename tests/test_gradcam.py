@@ -12,8 +12,8 @@ from PIL import Image
 from serve_helpers import SHIPPED_MODEL
 from test_export import tiny_model
 
-from idenprof.classifier import load
-from idenprof.gradcam import GradCam, centre_of_mass, last_conv_layer, overlay_png
+from idenprof.predict.classifier import load
+from idenprof.predict.gradcam import GradCam, centre_of_mass, last_conv_layer, overlay_png
 
 SIZE = 32
 

@@ -14,9 +14,9 @@ import pytest
 from test_export import CLASS_NAMES
 from test_inference import bad_inputs, make_run
 
-from idenprof.inference import predict_files
-from idenprof.loaders import load_predictor
-from idenprof.model_finding import PRETRAINED_MODEL
+from idenprof.predict.inference import predict_files
+from idenprof.predict.loaders import load_predictor
+from idenprof.predict.model_finding import PRETRAINED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(\w+) : (\d+\.\d\d)$")

@@ -12,7 +12,7 @@ from http_server import Fault, serve_files
 from test_infer_cli import infer, prediction_lines
 
 from idenprof.data.imaging import ImageError
-from idenprof.remote import fetch_image
+from idenprof.predict.remote import fetch_image
 
 
 @pytest.fixture(scope="module")

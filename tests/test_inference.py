@@ -1,4 +1,4 @@
-"""idenprof.inference: finding the model, loading every format, predicting files in batches."""
+"""idenprof.predict.inference: finding the model, loading every format, predicting files in batches."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ from test_export import CLASS_NAMES, IMAGE_SIZE
 from idenprof.class_index import write_class_index
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, ModelFileError
-from idenprof.inference import predict_files
-from idenprof.inputs import expand_inputs
-from idenprof.loaders import load_predictor, predict_in_batches
-from idenprof.model_finding import resolve_model_path
+from idenprof.predict.inference import predict_files
+from idenprof.predict.inputs import expand_inputs
+from idenprof.predict.loaders import load_predictor, predict_in_batches
+from idenprof.predict.model_finding import resolve_model_path
 
 FORMATS = ["model.keras", "model.h5", "saved_model", "model.tflite", "model.onnx"]
 
 
 @pytest.fixture(scope="module")
 def reference(export_dir, photos) -> np.ndarray:
-    """Keras probabilities [10, 10] for `photos`, computed without idenprof.inference."""
+    """Keras probabilities [10, 10] for `photos`, computed without idenprof.predict.inference."""
     import keras
 
     model = keras.models.load_model(export_dir / "model.keras", compile=False)

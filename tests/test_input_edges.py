@@ -15,8 +15,8 @@ import idenprof.data.imaging as imaging
 from idenprof.class_index import read_class_index, write_class_index
 from idenprof.data.imaging import ImageError, load_image_rgb
 from idenprof.errors import ModelFileError
-from idenprof.inputs import expand_inputs
-from idenprof.model_finding import resolve_model_path
+from idenprof.predict.inputs import expand_inputs
+from idenprof.predict.model_finding import resolve_model_path
 
 
 def test_the_class_index_gets_the_permissions_the_umask_gives(tmp_path):

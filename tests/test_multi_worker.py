@@ -13,7 +13,7 @@ import pytest
 from train_helpers import TINY, TRAIN_PY, metrics_rows, train_env
 
 from idenprof.errors import ConfigError
-from idenprof.multiworker import is_chief, worker_output_dir
+from idenprof.train.multiworker import is_chief, worker_output_dir
 
 
 def free_ports(count: int) -> list[int]:
@@ -88,7 +88,7 @@ def test_a_cluster_without_a_task_is_a_config_error():
 
 
 def test_a_keras_outside_the_patched_range_is_refused_with_the_range(monkeypatch):
-    from idenprof.multiworker import PATCHED_KERAS, check_patchable_keras
+    from idenprof.train.multiworker import PATCHED_KERAS, check_patchable_keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     check_patchable_keras(model)  # the installed Keras is the tested one
@@ -101,7 +101,7 @@ def test_a_keras_outside_the_patched_range_is_refused_with_the_range(monkeypatch
 def test_requirements_pin_the_patched_keras_range():
     from archive_subsets import REPO_ROOT
 
-    from idenprof.multiworker import PATCHED_KERAS
+    from idenprof.train.multiworker import PATCHED_KERAS
 
     low, high = PATCHED_KERAS
     pins = (REPO_ROOT / "requirements.txt").read_text().split()

@@ -20,9 +20,9 @@ from playwright.sync_api import sync_playwright
 from serve_helpers import SHIPPED_MODEL, running_server
 from test_page import CHROMIUM, CHROMIUM_ARGS
 
-from idenprof.classifier import load
-from idenprof.ood import read_none_threshold
-from idenprof.outliers import the_cat_photo
+from idenprof.predict.classifier import load
+from idenprof.predict.ood import read_none_threshold
+from idenprof.ship.outliers import the_cat_photo
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

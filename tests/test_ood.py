@@ -1,4 +1,4 @@
-"""idenprof.ood, idenprof.outliers and the none-score in the library's surfaces: the score, the
+"""idenprof.predict.ood, idenprof.ship.outliers and the none-score in the library's surfaces: the score, the
 threshold, AUROC and FPR95 checked by hand and against brute force; the outlier sources; evaluate's
 "none_of_these" report; the rows infer.py writes."""
 
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from test_evaluation import CLASS_NAMES, IMAGE_SIZE, probabilities
 
-from idenprof import ood, outliers
-from idenprof.classifier import Classifier, load
 from idenprof.errors import ConfigError, DatasetError
-from idenprof.evaluation import evaluate_folder
-from idenprof.inference import FilePrediction
-from idenprof.inputs import InputError
-from idenprof.loaders import Predictor
-from idenprof.outputs import prediction_rows, write_predictions
+from idenprof.predict import ood, outliers
+from idenprof.predict.classifier import Classifier, load
+from idenprof.predict.evaluation import evaluate_folder
+from idenprof.predict.inference import FilePrediction
+from idenprof.predict.inputs import InputError
+from idenprof.predict.loaders import Predictor
+from idenprof.predict.outputs import prediction_rows, write_predictions
 
 
 def test_none_score_is_0_for_certainty_and_1_for_even_probabilities():

@@ -1,4 +1,4 @@
-"""idenprof.ood_head: the distance-tempered head equals its numpy twin, keeps every answer, flattens
+"""idenprof.predict.ood_head: the distance-tempered head equals its numpy twin, keeps every answer, flattens
 far photos, loads with plain Keras and converts to LiteRT."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 
-from idenprof import ood
-from idenprof.calibration import logits_model, predict_logits, with_temperature
-from idenprof.ood import MahalanobisFit
-from idenprof.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
+from idenprof.predict import ood
+from idenprof.predict.calibration import logits_model, predict_logits, with_temperature
+from idenprof.predict.ood import MahalanobisFit
+from idenprof.predict.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_far_inputs_are_flattened_and_near_ones_keep_their_calibrated_probabilit
 def test_it_saves_loads_without_custom_objects_and_converts_to_litert(tempered):
     import keras
 
-    from idenprof.export import export_model
-    from idenprof.loaders import load_predictor
+    from idenprof.predict.loaders import load_predictor
+    from idenprof.ship.export import export_model
 
     out = tempered["dir"]
     export_model(tempered["model"], out, CLASS_NAMES, formats=("keras", "tflite"))

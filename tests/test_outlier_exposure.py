@@ -1,4 +1,4 @@
-"""idenprof.outlier_exposure: fine-tuning with outliers spreads the model's probability over the
+"""idenprof.ship.outlier_exposure: fine-tuning with outliers spreads the model's probability over the
 classes for images like the outliers and keeps its answers for the training photos."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from test_export import CLASS_NAMES, IMAGE_SIZE, tiny_model
 
-from idenprof.calibration import is_calibrated, temperature_of
-from idenprof.ood import none_scores
-from idenprof.outliers import procedural_images
+from idenprof.predict.calibration import is_calibrated, temperature_of
+from idenprof.predict.ood import none_scores
+from idenprof.ship.outliers import procedural_images
 
 
 def class_photos(rng, per_class: int):
@@ -20,7 +20,7 @@ def class_photos(rng, per_class: int):
 
 
 def test_outliers_end_up_far_more_spread_than_the_training_photos():
-    from idenprof.outlier_exposure import fine_tune_with_outliers
+    from idenprof.ship.outlier_exposure import fine_tune_with_outliers
 
     rng = np.random.default_rng(0)
     photos, labels = class_photos(rng, 8)

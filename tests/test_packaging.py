@@ -1,4 +1,4 @@
-"""idenprof.packaging: a run folder becomes the shipped model folder (calibrated, evaluated,
+"""idenprof.ship.packaging: a run folder becomes the shipped model folder (calibrated, evaluated,
 documented, within the size limit), atomically."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from test_export import CLASS_NAMES, tiny_model
 
-from idenprof import packaging
-from idenprof.calibration import temperature_of
 from idenprof.class_index import write_class_index
 from idenprof.config import resolve_config
 from idenprof.errors import IdenprofError
-from idenprof.export import export_model
 from idenprof.files import write_json_atomically
-from idenprof.loaders import load_predictor
+from idenprof.predict.calibration import temperature_of
+from idenprof.predict.loaders import load_predictor
+from idenprof.ship import packaging
+from idenprof.ship.export import export_model
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = {
@@ -107,7 +107,7 @@ def test_model_card_of_an_unfinished_run(interim):
 
 
 def test_the_package_carries_the_prediction_sets_hold_out_scores(interim):
-    from idenprof.conformal import read_conformal
+    from idenprof.predict.conformal import read_conformal
 
     calibration = json.loads((interim["out"] / "calibration.json").read_text())
     fitted = read_conformal(interim["out"] / "model.tflite")

@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 from serve_helpers import SHIPPED_MODEL, running_server
 from test_export import one_test_image_per_class
 
-from idenprof.classifier import load
+from idenprof.predict.classifier import load
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

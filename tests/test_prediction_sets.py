@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright
 from serve_helpers import SHIPPED_MODEL, running_server
 from test_page import CHROMIUM, CHROMIUM_ARGS
 
-from idenprof.classifier import load, set_message
+from idenprof.predict.classifier import load, set_message
 
 
 @pytest.fixture(scope="module")

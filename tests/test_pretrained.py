@@ -1,4 +1,4 @@
-"""The model shipped inside the package (idenprof/pretrained/, written by idenprof.packaging):
+"""The model shipped inside the package (idenprof/pretrained/, written by idenprof.ship.packaging):
 small enough to ship, complete, calibrated, and loadable with the standard APIs alone."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from test_export import CLASS_NAMES
 
 from idenprof.class_index import read_class_index
 from idenprof.data.imaging import load_image_rgb
-from idenprof.loaders import load_predictor
-from idenprof.model_finding import PRETRAINED_DIR, PRETRAINED_MODEL
-from idenprof.packaging import SIZE_LIMIT_BYTES
+from idenprof.predict.loaders import load_predictor
+from idenprof.predict.model_finding import PRETRAINED_DIR, PRETRAINED_MODEL
+from idenprof.ship.packaging import SIZE_LIMIT_BYTES
 
 SHIPPED = ["model.keras", "model.tflite", "class_index.json", "calibration.json", "MODEL_CARD.md",
            "test_report.json", "confusion_matrix.png", "reliability_diagram.png", "calibration_holdout.png"]
@@ -78,7 +78,7 @@ def fresh_process(small_dataset, tmp_path_factory):
 def test_keras_model_loads_without_custom_objects_and_carries_the_temperature(fresh_process):
     result, _ = fresh_process
     assert result["project_modules"] == []
-    # The logits, tempered by the Mahalanobis distance ("none of these", idenprof.ood_head), then / T.
+    # The logits, tempered by the Mahalanobis distance ("none of these", idenprof.predict.ood_head), then / T.
     assert result["head"] == ["none_tempered", "temperature", "probabilities"]
     temperature = json.loads((PRETRAINED_DIR / "calibration.json").read_text())["temperature"]
     assert 1 / result["scale"] == pytest.approx(temperature, rel=1e-6)

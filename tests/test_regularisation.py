@@ -13,8 +13,8 @@ from train_helpers import TINY, metrics_rows, run_train
 from idenprof.config import resolve_config
 from idenprof.errors import ConfigError
 from idenprof.run_folder import RunFolder
-from idenprof.runtime import Environment, plan_runtime
-from idenprof.training import averaged_weights, compile_model, make_callbacks
+from idenprof.train.runtime import Environment, plan_runtime
+from idenprof.train.training import averaged_weights, compile_model, make_callbacks
 from models import ResNet18, ResNet50
 from models.blocks import merge
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from train_helpers import TINY, TRAIN_PY, metrics_rows, run_train, train_env
 
-from idenprof.callbacks import CheckpointKeeper, ResumeState
 from idenprof.errors import ConfigError, IdenprofError
-from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
+from idenprof.train.callbacks import CheckpointKeeper, ResumeState
+from idenprof.train.resume import discard_uncommitted, lock_run_folder
 
 HEADER = "epoch,accuracy,val_accuracy\n"
 
@@ -123,7 +123,7 @@ def test_with_keep_last_the_latest_committed_checkpoint_survives_a_kill(tmp_path
 
 
 def test_before_the_rerun_infer_uses_the_committed_checkpoint_not_the_one_a_kill_left(tmp_path):
-    from idenprof.model_finding import resolve_model_path
+    from idenprof.predict.model_finding import resolve_model_path
 
     run = committed_run(tmp_path, 2)  # killed while saving epoch 3: its file is there, not committed
     run.config_path.write_text(json.dumps({"config": {"keep": "best"}}))
@@ -204,7 +204,7 @@ def test_training_done_is_recorded_before_the_resume_state_is_removed(tmp_path):
 
 
 def test_killed_during_the_export_the_rerun_only_evaluates_and_exports(small_dataset, tmp_path, monkeypatch, capsys):
-    import idenprof.export
+    import idenprof.ship.export
     import train
 
     run_dir = tmp_path / "run"
@@ -213,7 +213,7 @@ def test_killed_during_the_export_the_rerun_only_evaluates_and_exports(small_dat
     def killed(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(idenprof.export, "export_model", killed)
+    monkeypatch.setattr(idenprof.ship.export, "export_model", killed)
     assert train.main(args) == 130
     rows = metrics_rows(run_dir)
     assert len(rows) == 2 and not (run_dir / "metrics.json").exists()
@@ -224,7 +224,7 @@ def test_killed_during_the_export_the_rerun_only_evaluates_and_exports(small_dat
 
     exported = []
     monkeypatch.setattr(keras.Model, "fit", no_training)
-    monkeypatch.setattr(idenprof.export, "export_model", lambda model, out_dir, names: exported.append(out_dir))
+    monkeypatch.setattr(idenprof.ship.export, "export_model", lambda model, out_dir, names: exported.append(out_dir))
     capsys.readouterr()
     assert train.main(args) == 0, capsys.readouterr().err
     assert "training had finished" in capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_killed_during_the_export_the_rerun_only_evaluates_and_exports(small_dat
 
 def test_a_loss_that_becomes_nan_stops_the_run_keeping_the_last_good_checkpoint(small_dataset, tmp_path,
                                                                                 monkeypatch, capsys):
-    import idenprof.training
+    import idenprof.train.training
     import train
 
     steps = 70 // 16
@@ -243,7 +243,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_keeping_the_last_good_checkpoint(
         def __call__(self, step):
             return keras.ops.where(step < steps, 1e-3, 1e30)
 
-    monkeypatch.setattr(idenprof.training, "make_learning_rate", lambda *a, **k: DivergesInEpochTwo())
+    monkeypatch.setattr(idenprof.train.training, "make_learning_rate", lambda *a, **k: DivergesInEpochTwo())
     run_dir = tmp_path / "run"
     code = train.main(["--data-dir", str(small_dataset), *TINY, "--epochs", "3", "--run-dir", str(run_dir)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,7 +3,7 @@
 import pytest
 
 from idenprof.errors import ConfigError
-from idenprof.runtime import Environment, local_devices, plan_runtime, read_cpu_flags
+from idenprof.train.runtime import Environment, local_devices, plan_runtime, read_cpu_flags
 
 CPU_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 CPU_AMX = frozenset({"avx2", "amx_bf16", "amx_tile"})

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from idenprof.callbacks import TimeBudget
 from idenprof.config import resolve_config
-from idenprof.recipe import budget_cosine_lr, make_learning_rate, make_optimizer
+from idenprof.train.callbacks import TimeBudget
+from idenprof.train.recipe import budget_cosine_lr, make_learning_rate, make_optimizer
 
 STEPS = 10  # steps per epoch
 

@@ -27,8 +27,8 @@ from serve_helpers import export_tiny_model, running_server
 from test_export import CLASS_NAMES, one_test_image_per_class
 from test_inference import png_header_only
 
-from idenprof.classifier import load
-from idenprof.server import create_app
+from idenprof.predict.classifier import load
+from idenprof.serve.server import create_app
 
 MB = 1024 * 1024
 
@@ -350,7 +350,7 @@ def test_a_densenet_of_another_dataset_is_served_with_its_own_classes_and_heat_m
     import keras
     from test_catalog import FASHION_NAMES
 
-    from idenprof.export import export_model
+    from idenprof.ship.export import export_model
     from models import DenseNet
 
     keras.utils.set_random_seed(3)
@@ -369,7 +369,7 @@ def test_a_densenet_of_another_dataset_is_served_with_its_own_classes_and_heat_m
 def test_admission_lets_one_decode_run_queues_the_next_and_refuses_past_the_queue():
     import asyncio
 
-    from idenprof.server import Admission, ApiError
+    from idenprof.serve.server import Admission, ApiError
 
     async def scenario():
         admission = Admission(slots=1, max_waiting=1)

@@ -14,8 +14,8 @@ from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
 from idenprof.errors import ConfigError
-from idenprof.recipe import make_learning_rate
-from idenprof.training import open_run_folder, save_run_config
+from idenprof.train.recipe import make_learning_rate
+from idenprof.train.training import open_run_folder, save_run_config
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_a_run_writes_every_output(finished_run):
     assert json.loads((run_dir / "class_index.json").read_text())["0"] == "chef"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["model"] == "resnet18" and saved["runtime"]["precision"] == "float32"
-    # Provenance for the model card (idenprof.packaging): the command and the code's commit.
+    # Provenance for the model card (idenprof.ship.packaging): the command and the code's commit.
     assert saved["command"].startswith("python train.py --data-dir ") and "--seed 1 --tta" in saved["command"]
     assert len(saved["git_commit"]) == 40 and isinstance(saved["git_dirty"], bool)
     assert [int(r["epoch"]) for r in metrics_rows(run_dir)] == list(range(6))
@@ -104,7 +104,7 @@ def test_kill_mid_epoch_then_the_same_command_resumes(train_dataset, tmp_path):
 
 
 def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_path):
-    from idenprof.runtime import Environment, plan_runtime
+    from idenprof.train.runtime import Environment, plan_runtime
 
     started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
     run = open_run_folder(started)
@@ -117,7 +117,7 @@ def test_resuming_refuses_another_recipe_but_not_another_batch_norm_kernel(tmp_p
 def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_path):
     import json
 
-    from idenprof.runtime import Environment, plan_runtime
+    from idenprof.train.runtime import Environment, plan_runtime
 
     started = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
     run = open_run_folder(started)
@@ -136,7 +136,7 @@ def test_a_run_whose_preset_changed_since_says_which_value_resumes_it(tmp_path):
     (so "best"); today's preset says "last": the error names both, and --keep best resumes it."""
     import json
 
-    from idenprof.runtime import Environment, plan_runtime
+    from idenprof.train.runtime import Environment, plan_runtime
 
     started = resolve_config("cpu", {"run_dir": str(tmp_path / "run"), "keep": "best"})
     run = open_run_folder(started)

@@ -19,7 +19,7 @@ from train_helpers import TINY, run_train
 
 from idenprof.config import resolve_config
 from idenprof.data.formats import read_idx
-from idenprof.training import build_network
+from idenprof.train.training import build_network
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"]

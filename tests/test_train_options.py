@@ -11,11 +11,11 @@ import pytest
 from archive_subsets import CLASS_NAMES
 from train_helpers import TINY, metrics_rows, run_train
 
-from idenprof.callbacks import Patience
 from idenprof.config import resolve_config, saved_run_settings
 from idenprof.data.dataset import scan_dataset, select_samples
 from idenprof.errors import ConfigError
-from idenprof.training import class_weights
+from idenprof.train.callbacks import Patience
+from idenprof.train.training import class_weights
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_patience_counts_the_epochs_of_an_interrupted_run(tmp_path):
 
 
 def test_replaying_a_run_gives_its_config_with_flags_winning(tmp_path):
-    from idenprof.runtime import Environment, plan_runtime
-    from idenprof.training import open_run_folder, save_run_config
+    from idenprof.train.runtime import Environment, plan_runtime
+    from idenprof.train.training import open_run_folder, save_run_config
 
     original = resolve_config("cpu", {"seed": 3, "run_dir": str(tmp_path / "first"), "label_smoothing": 0.2})
     run = open_run_folder(original)

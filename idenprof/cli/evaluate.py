@@ -49,10 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """`evaluate.py` / `idenprof-evaluate`: evaluate, write the report, print a summary."""
     args = parse_args(argv)
-    from idenprof.classifier import checked_coverage, checked_unit
-    from idenprof.evaluation import evaluate_folder, summary_lines
-    from idenprof.loaders import load_predictor
-    from idenprof.model_finding import resolve_model_path
+    from idenprof.predict.classifier import checked_coverage, checked_unit
+    from idenprof.predict.evaluation import evaluate_folder, summary_lines
+    from idenprof.predict.loaders import load_predictor
+    from idenprof.predict.model_finding import resolve_model_path
 
     try:
         if args.batch_size < 1:

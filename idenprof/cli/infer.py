@@ -26,7 +26,9 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from idenprof.classifier import (  # noqa: E402
+from idenprof.cli import add_threshold_flags  # noqa: E402
+from idenprof.errors import ConfigError, IdenprofError  # noqa: E402
+from idenprof.predict.classifier import (  # noqa: E402
     Classifier,
     checked_coverage,
     load,
@@ -34,10 +36,8 @@ from idenprof.classifier import (  # noqa: E402
     set_message,
     unsure_message,
 )
-from idenprof.cli import add_threshold_flags  # noqa: E402
-from idenprof.errors import ConfigError, IdenprofError  # noqa: E402
-from idenprof.inputs import expand_inputs  # noqa: E402
-from idenprof.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
+from idenprof.predict.inputs import expand_inputs  # noqa: E402
+from idenprof.predict.outputs import check_output_path, prediction_rows, write_predictions  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Package a trained run as the model shipped inside idenprof (idenprof.packaging): calibrated,
+"""Package a trained run as the model shipped inside idenprof (idenprof.ship.packaging): calibrated,
 with prediction sets and an optional "none of these" detector, evaluated, documented.
 
     python -m idenprof.cli.package runs/cpu-long-128px-seed2 --none-detector mahalanobis
@@ -16,7 +16,7 @@ from idenprof.errors import ConfigError, IdenprofError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from idenprof.packaging import DEFAULT_OUT, NONE_DETECTORS
+    from idenprof.ship.packaging import DEFAULT_OUT, NONE_DETECTORS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--git-commit", help="commit that trained the run, when config.json lacks it")
     parser.add_argument("--none-detector", choices=NONE_DETECTORS,
                         help="add a detector to the model's own probabilities: mahalanobis, the distance-tempered "
-                        "head (idenprof.ood_head)")
+                        "head (idenprof.predict.ood_head)")
     parser.add_argument("--outlier-exposure", type=int, default=0, metavar="EPOCHS",
                         help="first fine-tune this many epochs with outlier exposure, so that the model can say "
                         "'none of these' (default 0: off; needs the outlier packages docs/OOD.md lists)")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """`idenprof-package` / `python -m idenprof.cli.package`: package a run; the exit code (2 for a bad
     run or data)."""
     args = parse_args(argv)
-    from idenprof.packaging import package_run
+    from idenprof.ship.packaging import package_run
     from idenprof.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()

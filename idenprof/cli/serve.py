@@ -20,9 +20,9 @@ from pathlib import Path
 # Before anything can import TensorFlow: keep its C++ start-up log off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from idenprof.classifier import checked_coverage, load  # noqa: E402
 from idenprof.cli import add_threshold_flags  # noqa: E402
 from idenprof.errors import IdenprofError  # noqa: E402
+from idenprof.predict.classifier import checked_coverage, load  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from idenprof.server import create_app
+    from idenprof.serve.server import create_app
 
     app = create_app(classifier, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     host, port = sock.getsockname()[:2]

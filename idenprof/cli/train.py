@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             preset, settings = saved_run_settings(replayed)
             args = {**settings, **args}
         config = resolve_config(preset, args)
-        from idenprof.training import train
+        from idenprof.train.training import train
 
         train(config)
     except IdenprofError as e:

@@ -9,23 +9,23 @@ softmax:
     scale = MIN_SCALE + (1 - MIN_SCALE) 2 sigmoid(-rate * max(0, d - start))
 
 Up to `start` (the distance 95% of the hold-out stays under) the probabilities are the calibrated
-ones; beyond it they flatten toward even, which the none-score (idenprof.ood) reads. The scale
+ones; beyond it they flatten toward even, which the none-score (idenprof.predict.ood) reads. The scale
 never reaches 0, so the order of the classes never changes and no answer changes. Built from
 standard Keras layers only (Dense, Multiply, Add, Rescaling, Activation, Reshape,
 GlobalMaxPooling1D), so `keras.models.load_model` needs no custom objects and LiteRT and ONNX
 convert it.
-idenprof.ood.distance_tempered_probabilities is the same computation in numpy (bench/ood.py).
+idenprof.predict.ood.distance_tempered_probabilities is the same computation in numpy (bench/ood.py).
 
 The head, by layer name, after `predictions` (the logits) and `avg_pool` (the features [N, D]):
 `none_whiten` .. `none_distance` (d [N, 1]), `none_scale` [N, 1], `none_tempered` (logits times the
-scale), then `temperature` and `probabilities` as in idenprof.calibration.
+scale), then `temperature` and `probabilities` as in idenprof.predict.calibration.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from idenprof.ood import MIN_SCALE, MahalanobisFit
+from idenprof.predict.ood import MIN_SCALE, MahalanobisFit
 
 FEATURES_LAYER = "avg_pool"
 START_QUANTILE = 0.95
@@ -44,7 +44,7 @@ def with_distance_tempering(calibrated, fit: MahalanobisFit, start: float, rate:
     import keras
     from keras import layers
 
-    from idenprof.calibration import LOGITS_LAYER, PROBABILITIES_LAYER, TEMPERATURE_LAYER, temperature_of
+    from idenprof.predict.calibration import LOGITS_LAYER, PROBABILITIES_LAYER, TEMPERATURE_LAYER, temperature_of
 
     temperature = temperature_of(calibrated)
     features = calibrated.get_layer(FEATURES_LAYER).output

@@ -1,7 +1,7 @@
 """"None of these": how far a photo is from the ten professions, and how well a score tells.
 
 The model's own probabilities carry the detector. A model fine-tuned with outlier exposure
-(idenprof.outlier_exposure) learned to spread its probability evenly over the classes for photos of
+(idenprof.ship.outlier_exposure) learned to spread its probability evenly over the classes for photos of
 anything else, so one number read from the probabilities, the none-score, separates them:
 
     none_score = (1 - p_max) / (1 - 1/C)      0: all on one class ... 1: even over the C classes
@@ -86,7 +86,7 @@ def flagged_share(scores: np.ndarray, threshold: float) -> float:
 
 def read_none_threshold(model_path: Path) -> float | None:
     """`none_threshold` from the calibration.json beside a model; None when there is none."""
-    from idenprof.calibration import number_beside
+    from idenprof.predict.calibration import number_beside
 
     return number_beside(model_path, "none_threshold")
 
@@ -108,7 +108,7 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 @dataclass
 class MahalanobisFit:
     """Class means [K, D] and the Cholesky factor L [D, D] of the shared precision (P = L L^T) of
-    features [N, D] (Lee et al. 2018); `distance` is the score, idenprof.ood_head puts it in a model."""
+    features [N, D] (Lee et al. 2018); `distance` is the score, idenprof.predict.ood_head puts it in a model."""
 
     means: np.ndarray
     cholesky: np.ndarray
@@ -144,7 +144,7 @@ class NearestNeighbourScore:
         return 1.0 - kth
 
 
-# The smallest scale of the logits (idenprof.ood_head): flat enough to read as "none", never 0, so
+# The smallest scale of the logits (idenprof.predict.ood_head): flat enough to read as "none", never 0, so
 # that the order of the classes survives float32.
 MIN_SCALE = 1e-3
 
@@ -153,7 +153,7 @@ def distance_tempered_probabilities(logits: np.ndarray, distance: np.ndarray, te
                                     start: float, rate: float) -> np.ndarray:
     """softmax(logits * scale / T), scale = MIN_SCALE + (1 - MIN_SCALE) 2 sigmoid(-rate * max(0,
     distance - start)): the calibrated probabilities up to `start`, flattened toward even beyond
-    it, so that the none-score reads a feature-space distance too (idenprof.ood_head)."""
+    it, so that the none-score reads a feature-space distance too (idenprof.predict.ood_head)."""
     sigmoid = 1.0 / (1.0 + np.exp(rate * np.maximum(0.0, np.asarray(distance, np.float64) - start)))
     scale = MIN_SCALE + (1.0 - MIN_SCALE) * 2.0 * sigmoid
     z = np.asarray(logits, np.float64) * scale[:, None] / temperature

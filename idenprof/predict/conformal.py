@@ -130,7 +130,7 @@ class ConformalSets:
 def read_conformal(model_path: Path) -> ConformalSets | None:
     """The "conformal" entry of the calibration.json beside a model; None when there is none or it
     cannot be read."""
-    from idenprof.calibration import calibration_beside
+    from idenprof.predict.calibration import calibration_beside
 
     try:
         return ConformalSets.from_json((calibration_beside(model_path) or {})["conformal"])

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from idenprof.errors import ModelFileError
-from idenprof.loaders import MODEL_FILE_SUFFIXES
+from idenprof.predict.loaders import MODEL_FILE_SUFFIXES
 from idenprof.run_folder import (
     SAVED_MODEL_MARKER,
     RunFolder,
     exported_models_in,
 )
 
-# The calibrated model shipped inside the package (idenprof.packaging writes it): the default
+# The calibrated model shipped inside the package (idenprof.ship.packaging writes it): the default
 # when no run has a model. LiteRT, the fastest format to start (docs/BENCHMARKS.md).
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 PRETRAINED_MODEL = PRETRAINED_DIR / "model.tflite"
 
 

@@ -6,18 +6,18 @@
 
 Reads the run's float32 export (export/model.keras; the kept checkpoint when the run has no export
 yet), optionally fine-tunes it with outlier exposure so that it can say "none of these"
-(idenprof.outlier_exposure; the none threshold is then fitted on the hold-out too), fits a
-temperature on the run's own hold-out split (idenprof.calibration), optionally adds the
-distance-tempered "none of these" head (idenprof.ood_head), fits the prediction sets' scores on the
-same hold-out (idenprof.conformal), writes the calibrated model,
-evaluates it once on the test split (idenprof.evaluation; with the far-OOD benchmark photos of
-idenprof.outliers as unknowns where installed) and writes the model card. The folder:
+(idenprof.ship.outlier_exposure; the none threshold is then fitted on the hold-out too), fits a
+temperature on the run's own hold-out split (idenprof.predict.calibration), optionally adds the
+distance-tempered "none of these" head (idenprof.predict.ood_head), fits the prediction sets' scores on the
+same hold-out (idenprof.predict.conformal), writes the calibrated model,
+evaluates it once on the test split (idenprof.predict.evaluation; with the far-OOD benchmark photos of
+idenprof.ship.outliers as unknowns where installed) and writes the model card. The folder:
 
     model.keras, model.tflite, class_index.json   the calibrated model (float32 output [N, C])
     calibration.json                              T, ECE before/after, min_confidence, none_threshold,
                                                   the prediction sets' hold-out scores
     calibration_holdout.png                       reliability on the hold-out, before and after
-    test_report.json, predictions.csv             the test split (idenprof.evaluation's report)
+    test_report.json, predictions.csv             the test split (idenprof.predict.evaluation's report)
     confusion_matrix.png, reliability_diagram.png the test split
     risk_coverage.png                             the test split: accuracy against the share answered
     training_metrics.json, training_curves.png    the run's own report and curves
@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from idenprof.errors import ConfigError, DatasetError, IdenprofError, ModelFileError
-from idenprof.evaluation import DEDUPLICATED_TEST
 from idenprof.files import move_into_place
+from idenprof.predict.evaluation import DEDUPLICATED_TEST
 from idenprof.run_folder import CLASS_INDEX_FILENAME, EXPORT_FILENAMES, RunFolder
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "pretrained"
 SIZE_LIMIT_BYTES = 25_000_000  # the whole folder; it ships inside the pip package
 # Room kept for everything but the two models (pictures, JSON, CSV, card: about 0.5 MB).
 OTHER_FILES_BYTES = 1_500_000
@@ -76,18 +76,18 @@ def package_run(run_dir: Path, data_dir: Path | None = None, out_dir: Path = DEF
 
     `data_dir` defaults to the run's own data folder; `git_commit` overrides the commit recorded in
     the run's config.json; `outlier_exposure` > 0 fine-tunes that many epochs with outliers first;
-    `none_detector` "mahalanobis" adds the distance-tempered head (idenprof.ood_head). Returns `out_dir`.
+    `none_detector` "mahalanobis" adds the distance-tempered head (idenprof.predict.ood_head). Returns `out_dir`.
     """
-    from idenprof.calibration import CALIBRATION_FILENAME, calibrate, softmax
     from idenprof.class_index import read_class_index
-    from idenprof.conformal import ConformalSets
     from idenprof.data.dataset import scan_dataset, select_samples
     from idenprof.data.decoded import decode_images
-    from idenprof.evaluation import evaluate_samples
-    from idenprof.loaders import load_predictor
-    from idenprof.ood import NONE_RULE, fit_none_threshold, none_scores
-    from idenprof.outliers import BENCHMARK_SOURCES, source_files
-    from idenprof.report import plot_reliability_diagram
+    from idenprof.predict.calibration import CALIBRATION_FILENAME, calibrate, softmax
+    from idenprof.predict.conformal import ConformalSets
+    from idenprof.predict.evaluation import evaluate_samples
+    from idenprof.predict.loaders import load_predictor
+    from idenprof.predict.ood import NONE_RULE, fit_none_threshold, none_scores
+    from idenprof.predict.report import plot_reliability_diagram
+    from idenprof.ship.outliers import BENCHMARK_SOURCES, source_files
 
     started = time.monotonic()
     run = RunFolder(run_dir)
@@ -182,8 +182,8 @@ def expose_to_outliers(model, train_samples, epochs: int, seed: int, log) -> tup
     """(the model fine-tuned `epochs` epochs with outlier exposure on the run's training photos,
     what was done as a dict for the card)."""
     from idenprof.data.decoded import decode_images
-    from idenprof.outlier_exposure import fine_tune_with_outliers
-    from idenprof.outliers import training_outliers
+    from idenprof.ship.outlier_exposure import fine_tune_with_outliers
+    from idenprof.ship.outliers import training_outliers
 
     side = int(model.input_shape[1])
     photos = decode_images(train_samples, side, progress=False)
@@ -200,14 +200,14 @@ def expose_to_outliers(model, train_samples, epochs: int, seed: int, log) -> tup
 def temper_by_distance(calibrated, train_samples, holdout_images: np.ndarray, seed: int, log) -> tuple:
     """(the calibrated model with the distance-tempered head, what was fitted as a dict for the
     card): class means and covariance of up to FEATURE_PHOTOS training photos' pooled features,
-    start and rate from the hold-out's (idenprof.ood_head)."""
+    start and rate from the hold-out's (idenprof.predict.ood_head)."""
     import random
 
     import keras
 
     from idenprof.data.decoded import decode_images
-    from idenprof.ood import MahalanobisFit
-    from idenprof.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
+    from idenprof.predict.ood import MahalanobisFit
+    from idenprof.predict.ood_head import FEATURES_LAYER, tempering_for, with_distance_tempering
 
     side = int(calibrated.input_shape[1])
     chosen = sorted(random.Random(seed).sample(list(train_samples), min(FEATURE_PHOTOS, len(train_samples))))
@@ -250,7 +250,7 @@ def load_source_model(run: RunFolder):
     """(float32 Keras model, description): export/model.keras, else the kept checkpoint."""
     import keras
 
-    from idenprof.export import float32_copy
+    from idenprof.precision import float32_copy
 
     exported = run.export_dir / EXPORT_FILENAMES["keras"]
     best = run.kept_checkpoint()
@@ -270,7 +270,7 @@ def write_models(calibrated, class_names: list[str], folder: Path, log) -> bool:
     """model.keras, model.tflite and class_index.json into `folder`; the .tflite gets float16
     weights when both float32 models would leave too little of SIZE_LIMIT_BYTES. Returns whether
     it did."""
-    from idenprof.export import export_model
+    from idenprof.ship.export import export_model
 
     export_model(calibrated, folder, class_names, formats=("keras", "tflite"))
     models = sum((folder / EXPORT_FILENAMES[f]).stat().st_size for f in ("keras", "tflite"))
@@ -290,7 +290,7 @@ def keras_litert_agreement(calibrated, folder: Path, images: np.ndarray) -> dict
     difference and the share of equal top-1 predictions."""
     import keras
 
-    from idenprof.loaders import load_predictor
+    from idenprof.predict.loaders import load_predictor
 
     expected = keras.ops.convert_to_numpy(calibrated(np.asarray(images, np.float32), training=False))
     got = load_predictor(folder / EXPORT_FILENAMES["tflite"]).predict(images)
@@ -301,7 +301,7 @@ def keras_litert_agreement(calibrated, folder: Path, images: np.ndarray) -> dict
 def copy_training_report(run: RunFolder, folder: Path) -> dict | None:
     """The run's metrics.json (as training_metrics.json) and its training curves; None when the
     run is unfinished (the curves are then drawn from metrics.csv so far)."""
-    from idenprof.report import plot_training_curves
+    from idenprof.predict.report import plot_training_curves
 
     if run.curves_png.is_file():
         shutil.copyfile(run.curves_png, folder / TRAINING_CURVES)
@@ -440,7 +440,7 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         "calibration.json": "temperature, ECE before/after, default min_confidence and its rule, the none "
                             "threshold, the hold-out scores of the prediction sets",
         HOLDOUT_PNG: "reliability diagram on the hold-out, before and after calibration",
-        TEST_REPORT: "the test evaluation (idenprof.evaluation, as `python evaluate.py` writes it)",
+        TEST_REPORT: "the test evaluation (idenprof.predict.evaluation, as `python evaluate.py` writes it)",
         "predictions.csv": "every test image: true class, prediction, probability of each class",
         "risk_coverage.png": "test accuracy of the answered photos against the share answered",
         "confusion_matrix.png": "test confusion matrix",
@@ -604,7 +604,7 @@ def sure_section(report) -> list[str]:
     lines = [
         "## How sure is it",
         "",
-        "Prediction sets (split conformal, RAPS; idenprof.conformal, docs/CONFORMAL.md): besides its top "
+        "Prediction sets (split conformal, RAPS; idenprof.predict.conformal, docs/CONFORMAL.md): besides its top "
         "five the model names the professions a photo is among, e.g. \"chef or waiter (90% sets)\", in "
         "sets that hold the true profession for at least the chosen share of photos like its hold-out. "
         "Calibrated on the hold-out (single view, as infer.py predicts); `--coverage P` picks the share. "

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 
 from idenprof.errors import ConfigError
 
-PRECISIONS = ("auto", "float32", "float16", "bfloat16", "mixed")
-XLA_MODES = ("auto", "on", "off")
 # Keras dtype policies for each concrete precision.
 POLICY_FOR_PRECISION = {
     "float32": "float32",

@@ -1,12 +1,12 @@
 """Outlier exposure (Hendrycks et al. 2019): teach a trained classifier what "none of these" is.
 
-Fine-tuning mixes each batch of training photos with a batch of outlier images (idenprof.outliers)
+Fine-tuning mixes each batch of training photos with a batch of outlier images (idenprof.ship.outliers)
 whose target is the even distribution over the classes:
 
     loss = CE(training photos, their labels) + weight * CE(outliers, uniform 1/C)
 
 so the model keeps its answers for the ten professions and learns to spread its probability for
-anything else, which the none-score (idenprof.ood) reads. Training photos are flipped and
+anything else, which the none-score (idenprof.predict.ood) reads. Training photos are flipped and
 zoom-cropped; outliers are cropped harder (their variety is small). Batch normalisation is frozen
 (inference mode, its statistics kept): batches half outliers would otherwise move the statistics
 the photos are normalised with (it cost 1.65 test points, single view, in docs/OOD.md).
@@ -39,7 +39,7 @@ def fine_tune_with_outliers(
 ):
     """Fine-tune `model` (a Keras classifier ending in `predictions`, calibrated or not) in place
     and return it as an uncalibrated classifier (logits, then softmax at T = 1) for
-    idenprof.calibration.calibrate to fit its temperature.
+    idenprof.predict.calibration.calibrate to fit its temperature.
 
     Args:
         images: uint8 RGB [N, S, S, 3] training photos, S the model's input side.
@@ -51,7 +51,7 @@ def fine_tune_with_outliers(
     import keras
     import tensorflow as tf
 
-    from idenprof.calibration import logits_model, with_temperature
+    from idenprof.predict.calibration import logits_model, with_temperature
 
     logits = logits_model(model)
     frozen = [layer for layer in logits.layers

@@ -5,7 +5,7 @@
     classifier.predict("photo.jpg")              # [("police", 0.97), ("firefighter", 0.01), ...]
 
 One implementation for every front end: infer.py, the web server and your own programs all go
-through `Classifier`, which is built on idenprof.inference (finding and loading the model, any
+through `Classifier`, which is built on idenprof.predict.inference (finding and loading the model, any
 format) and idenprof.data.imaging (turning any photo into model pixels, as training does).
 """
 
@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from idenprof.calibration import read_min_confidence
-from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, check_coverage, read_conformal
 from idenprof.data.imaging import load_image_rgb, rgb_pixels
 from idenprof.errors import ConfigError, IdenprofError, ModelFileError
-from idenprof.inference import FilePrediction, predict_files, predict_views, top_predictions
-from idenprof.inputs import InputError
-from idenprof.loaders import Predictor, load_predictor
-from idenprof.model_finding import resolve_model_path
-from idenprof.ood import none_score, read_none_threshold
+from idenprof.predict.calibration import read_min_confidence
+from idenprof.predict.conformal import DEFAULT_COVERAGE, ConformalSets, check_coverage, read_conformal
+from idenprof.predict.inference import FilePrediction, predict_files, predict_views, top_predictions
+from idenprof.predict.inputs import InputError
+from idenprof.predict.loaders import Predictor, load_predictor
+from idenprof.predict.model_finding import resolve_model_path
+from idenprof.predict.ood import none_score, read_none_threshold
 from idenprof.run_folder import EXPORT_FILENAMES
 
 # What `predict` accepts as one image: a file path, encoded file bytes, a PIL image, or pixels
@@ -71,8 +71,8 @@ class Classifier:
         model_path: the model file or folder predictions come from.
         min_confidence: a top probability below this (0..1) means "not sure" (`is_unsure`).
         none_threshold: a none-score above this (0..1) means "none of these" (`is_none_of_these`,
-            see idenprof.ood); None: the model has no detector and flags nothing.
-        conformal: the hold-out scores prediction sets are made from (idenprof.conformal); None:
+            see idenprof.predict.ood); None: the model has no detector and flags nothing.
+        conformal: the hold-out scores prediction sets are made from (idenprof.predict.conformal); None:
             the model has none, and `prediction_set` gives None.
         coverage: the default share of photos whose set holds the true class (0..1).
     """
@@ -173,7 +173,7 @@ class Classifier:
         return bool(predictions) and predictions[0][1] < self.min_confidence
 
     def none_score(self, predictions: Predictions) -> float | None:
-        """How far a `predict` result is from every class the model knows, 0..1 (idenprof.ood):
+        """How far a `predict` result is from every class the model knows, 0..1 (idenprof.predict.ood):
         0 when all the probability is on one class, 1 when it is spread evenly; None for []."""
         return none_score(predictions[0][1], len(self.class_names)) if predictions else None
 
@@ -186,7 +186,7 @@ class Classifier:
     def prediction_set(self, predictions: Predictions, coverage: float | None = None) -> list[str] | None:
         """The classes a photo is among, most likely first, in sets that hold the true class for
         a share `coverage` (default `self.coverage`) of photos like the model's hold-out
-        (idenprof.conformal); None for a model without conformal scores.
+        (idenprof.predict.conformal); None for a model without conformal scores.
 
         `predictions` is a `predict` result; ask for every class (`top=len(class_names)`), as a
         set can be longer than a short top list. Raises ConfigError when it is too short to tell.
@@ -253,7 +253,7 @@ class Classifier:
 
         Loads the Keras model on first use (imports TensorFlow). Raises ConfigError for an
         unknown class, ModelFileError when no Keras model is available."""
-        from idenprof.gradcam import GradCam
+        from idenprof.predict.gradcam import GradCam
 
         if class_name is not None and class_name not in self.class_names:
             raise ConfigError(
@@ -281,7 +281,7 @@ class Classifier:
     ) -> HeatMap:
         """`class_activation` upsampled bilinearly to the photo (shrunk to at most `max_side`
         pixels a side) and blended over it, as a PNG."""
-        from idenprof.gradcam import overlay_png
+        from idenprof.predict.gradcam import overlay_png
 
         name, cam = self.class_activation(image, class_name)
         return HeatMap(name, overlay_png(display_pixels(image, max_side), cam))
@@ -349,7 +349,7 @@ def load(
 
     Args:
         model: a .keras/.h5/.tflite file, a SavedModel folder or a run folder; None for the
-            default of idenprof.model_finding.resolve_model_path (the best model of the most recent
+            default of idenprof.predict.model_finding.resolve_model_path (the best model of the most recent
             finished run under `runs_dir`, else the shipped model).
         labels: class index JSON; default: class_index.json beside the model.
         min_confidence: "not sure" threshold 0..1; default: calibration.json beside the model,

@@ -1,8 +1,8 @@
 """Prediction files: one row per input image, as CSV, JSON or JSON Lines, written atomically.
 
 Each row: the path (or URL), the top classes with their probabilities, whether the model is unsure,
-its none-score and whether the photo shows none of the classes (idenprof.ood), its prediction set
-(idenprof.conformal; in CSV the classes joined by "|"), and the error when the image could not be
+its none-score and whether the photo shows none of the classes (idenprof.predict.ood), its prediction set
+(idenprof.predict.conformal; in CSV the classes joined by "|"), and the error when the image could not be
 predicted (then no classes).
 """
 

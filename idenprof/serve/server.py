@@ -42,11 +42,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from idenprof.classifier import Classifier
 from idenprof.data.imaging import ImageError, ImageTooLargeError, NotAnImageError
 from idenprof.errors import ModelFileError
+from idenprof.predict.classifier import Classifier
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_FIELD = "image"
 # Room for the multipart boundaries and part headers around an upload of the maximum size.

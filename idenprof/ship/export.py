@@ -34,6 +34,7 @@ from idenprof.class_index import write_class_index
 from idenprof.data.graph_imaging import decode_resized
 from idenprof.errors import ConfigError
 from idenprof.files import move_into_place
+from idenprof.precision import float32_copy
 from idenprof.run_folder import (
     BYTES_SIGNATURE,
     CLASS_INDEX_FILENAME,
@@ -121,22 +122,6 @@ def save_model(model: keras.Model, path: Path) -> None:
     with warnings.catch_warnings(), absl_warnings_silenced():
         warnings.simplefilter("ignore")
         model.save(path)
-
-
-def float32_copy(model: keras.Model) -> keras.Model:
-    """The same model with every layer computing in float32 (weights copied); `model` itself
-    when it already does. Mixed-precision layers keep float32 weights, so nothing is lost."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
-        return model
-
-    def as_float32(layer):
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=as_float32)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def serving_functions(model: keras.Model):

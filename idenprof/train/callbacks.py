@@ -17,11 +17,11 @@ import keras
 import numpy as np
 
 from idenprof.errors import IdenprofError
-from idenprof.export import save_model
 from idenprof.files import BackgroundWriter, atomic_write, check_free_space, write_json_atomically
-from idenprof.loaders import predict_in_batches
-from idenprof.recipe import budget_cosine_lr
+from idenprof.predict.loaders import predict_in_batches
 from idenprof.run_folder import KEEP_RULES, RunFolder
+from idenprof.ship.export import save_model
+from idenprof.train.recipe import budget_cosine_lr
 
 # Room left for the HDF5 format's own bytes beyond the variables' values.
 FREE_SPACE_MARGIN = 2**20
@@ -86,7 +86,7 @@ class CheckpointKeeper(keras.callbacks.Callback):
     The kept checkpoint is read back from the files already in `run_dir`, so it survives a resume.
     The checkpoint a newer one replaces is removed at the next epoch's start (or training's end),
     once ResumeState has committed the epoch: a kill before that commit leaves the previous one,
-    which the rerun (idenprof.resume.discard_uncommitted) keeps. With a `writer` (shared with
+    which the rerun (idenprof.train.resume.discard_uncommitted) keeps. With a `writer` (shared with
     ResumeState), the files are flushed, renamed and removed on it, in that same order.
     """
 
@@ -149,7 +149,7 @@ class ValidationRecord(keras.callbacks.Callback):
     can be compared afterwards (bench/checkpoint_rule.py). Writes the run folder's validation/:
     labels.npy (int [images]) once, then epoch-EEEE.npy (float16 [images, classes]) per epoch.
     Costs one prediction pass over the hold-out per epoch. Put it before ResumeState, which
-    commits the epoch (idenprof.resume discards an uncommitted epoch's file).
+    commits the epoch (idenprof.train.resume discards an uncommitted epoch's file).
     """
 
     def __init__(self, run: RunFolder, images, labels, to_saved, batch_size: int,
@@ -177,7 +177,7 @@ class ResumeState(keras.callbacks.BackupAndRestore):
     At each epoch's end the weights and optimizer state go to backup/epoch-EEEE.weights.h5, then
     backup/resume.json names them; both are written atomically, and the rename of resume.json
     commits the epoch. Put it last among the callbacks, so the epoch's checkpoint and metrics row
-    are written before the commit (idenprof.resume discards those of an uncommitted epoch). When
+    are written before the commit (idenprof.train.resume discards those of an uncommitted epoch). When
     training ends, it writes training_done.json before removing backup/, so a process killed
     during the evaluation or export reruns only those.
 
@@ -393,7 +393,7 @@ class Patience(keras.callbacks.Callback):
         self.stopped_epoch: int | None = None  # 1-based, set when this callback stopped the run
 
     def on_train_begin(self, logs=None):
-        from idenprof.report import read_history_csv
+        from idenprof.predict.report import read_history_csv
 
         earlier = read_history_csv(self.history_csv).get(self.monitor, []) if self.history_csv.is_file() else []
         self.best, self.wait = -math.inf, 0

@@ -1,10 +1,10 @@
 """Predict professions for photos with a loaded model: top-k lists, test-time mirrors, folders of files.
 
-    predictor = load_predictor(resolve_model_path(None))    # idenprof.loaders, idenprof.model_finding
+    predictor = load_predictor(resolve_model_path(None))    # idenprof.predict.loaders, idenprof.predict.model_finding
     results, errors = predict_files(predictor, ["photo.jpg"], top_k=5)
 
-Finding the model (idenprof.model_finding), loading its format (idenprof.loaders) and expanding
-the command line's inputs (idenprof.inputs) live apart.
+Finding the model (idenprof.predict.model_finding), loading its format (idenprof.predict.loaders) and expanding
+the command line's inputs (idenprof.predict.inputs) live apart.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 
 from idenprof.data.imaging import load_image_rgb
 from idenprof.errors import ConfigError, IdenprofError
-from idenprof.inputs import InputError
-from idenprof.loaders import Predictor
+from idenprof.predict.inputs import InputError
+from idenprof.predict.loaders import Predictor
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def predict_files(
     """
     from tqdm import tqdm
 
-    from idenprof.remote import fetch_image, is_url
+    from idenprof.predict.remote import fetch_image, is_url
 
     if top_k < 1:
         raise ConfigError(f"--top must be at least 1, got {top_k}")

@@ -26,7 +26,7 @@ tf = import_tensorflow_quietly()
 import keras  # noqa: E402
 
 from idenprof.errors import ModelFileError, one_line  # noqa: E402
-from idenprof.export import float32_copy  # noqa: E402
+from idenprof.precision import float32_copy  # noqa: E402
 
 HEAT_ALPHA = 0.5  # how much of the heat colour covers the photo where the map is hottest
 COLORMAP = "jet"

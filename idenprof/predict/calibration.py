@@ -15,8 +15,8 @@ needs no custom objects. Its head, by layer name:
 
 `calibration.json`, written beside the model, holds T, the expected calibration error (ECE) before
 and after on the hold-out, `min_confidence` (see `confidence_threshold`), `none_threshold` for a
-model with a none detector (idenprof.ood) and `conformal`, the hold-out scores prediction sets are
-made from (idenprof.conformal).
+model with a none detector (idenprof.predict.ood) and `conformal`, the hold-out scores prediction sets are
+made from (idenprof.predict.conformal).
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class Calibration:
     holdout_images: int
     holdout_accuracy: float
     ece_bins: int = ECE_BINS
-    # "None of these" (idenprof.ood): set only for a model taught it by outlier exposure.
+    # "None of these" (idenprof.predict.ood): set only for a model taught it by outlier exposure.
     none_threshold: float | None = None
     none_rule: str | None = None
-    # Prediction sets (idenprof.conformal.ConformalSets.to_json): the hold-out's sorted scores.
+    # Prediction sets (idenprof.predict.conformal.ConformalSets.to_json): the hold-out's sorted scores.
     conformal: dict | None = None
 
     def write(self, path: Path) -> Path:
@@ -189,7 +189,7 @@ def logits_model(model):
     that Dense made linear: output the logits [N, C]. Weights are copied."""
     import keras
 
-    from idenprof.export import float32_copy
+    from idenprof.precision import float32_copy
 
     if is_calibrated(model):
         return keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)

@@ -20,11 +20,11 @@ from idenprof.config import TrainConfig, size_notes
 from idenprof.data.dataset import select_samples
 from idenprof.errors import ConfigError, DatasetError, ModelFileError
 from idenprof.files import BackgroundWriter, write_json_atomically
-from idenprof.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
-from idenprof.recipe import make_learning_rate, make_optimizer
-from idenprof.resume import discard_uncommitted, lock_run_folder
 from idenprof.run_folder import RunFolder
-from idenprof.runtime import RuntimePlan, apply_runtime
+from idenprof.train.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
+from idenprof.train.recipe import make_learning_rate, make_optimizer
+from idenprof.train.resume import discard_uncommitted, lock_run_folder
+from idenprof.train.runtime import RuntimePlan, apply_runtime
 
 # Settings that change how, not what, a run trains: they may differ when a run is resumed.
 RESUMABLE_WITH_OTHER = {"progress", "download_only", "data_url", "run_dir", "fused_batch_norm"}
@@ -102,7 +102,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
 
 def why_training_stopped(callbacks) -> str:
     """What ended `fit`, for the report: early stopping, the time budget, or the last epoch."""
-    from idenprof.callbacks import Patience, TimeBudget
+    from idenprof.train.callbacks import Patience, TimeBudget
 
     for callback in callbacks:
         if isinstance(callback, Patience) and callback.stopped_epoch is not None:
@@ -125,9 +125,9 @@ def prepare_dataset(config: TrainConfig, log):
 
 
 def plan_training(config: TrainConfig, log) -> tuple[RuntimePlan, dict | None]:
-    """Decide devices, precision, XLA and strategy (see idenprof.runtime) and print the decision;
+    """Decide devices, precision, XLA and strategy (see idenprof.train.runtime) and print the decision;
     also returns the parsed TF_CONFIG."""
-    from idenprof.runtime import (
+    from idenprof.train.runtime import (
         cluster_workers,
         detect_environment,
         multi_worker_strategy,
@@ -155,7 +155,7 @@ def plan_training(config: TrainConfig, log) -> tuple[RuntimePlan, dict | None]:
 def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFolder:
     """Create (or reopen for resume) the run folder; refuse a finished run or a different config.
     In a multi-worker cluster only the chief writes the run folder; each other worker gets its own
-    `workertemp_<index>` inside it (see idenprof.multiworker)."""
+    `workertemp_<index>` inside it (see idenprof.train.multiworker)."""
     run = RunFolder(worker_output_dir(config.run_dir or Path("runs") / config.default_run_name(), tf_config))
     try:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
 
 def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan) -> None:
     """config.json: the resolved config, the runtime plan, and the command and git commit that
-    started (or last resumed) the run, for the model card (idenprof.packaging)."""
+    started (or last resumed) the run, for the model card (idenprof.ship.packaging)."""
     from idenprof.provenance import command_line, git_commit
 
     git = git_commit() or {}
@@ -352,7 +352,7 @@ def checkpoint_model_for(config: TrainConfig, num_classes: int):
     square, what inference reads; Keras' own batch-norm layers, what loads anywhere), computing in
     float32 whatever the training precision: a checkpoint is a model to hand to other programs,
     like the exports. The copy is built at the first call and refilled at each later one."""
-    from idenprof.export import float32_copy
+    from idenprof.precision import float32_copy
 
     portable = None
 
@@ -414,7 +414,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
     state. `writer` (a files.BackgroundWriter) finishes their files in order."""
     import keras
 
-    from idenprof.callbacks import (
+    from idenprof.train.callbacks import (
         CheckpointKeeper,
         EpochTimeEstimate,
         LearningRateLogger,
@@ -454,7 +454,7 @@ def make_callbacks(config, run: RunFolder, num_classes, steps, start, whole_imag
                                          progress=budget.progress if budget else None))
     if config.patience:
         callbacks.append(Patience(config.patience, run.metrics_csv, log=log))
-    callbacks.append(ResumeState(run, start, writer))  # last: its save commits the epoch (see idenprof.resume)
+    callbacks.append(ResumeState(run, start, writer))  # last: its save commits the epoch (see idenprof.train.resume)
     return callbacks
 
 
@@ -462,11 +462,11 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     """Evaluate the kept checkpoint once on the test split, write the report and the exports."""
     import keras
 
-    from idenprof.evaluation import DEDUPLICATED_TEST, write_evaluation
-    from idenprof.export import export_model
-    from idenprof.inference import predict_views
-    from idenprof.loaders import predict_in_batches
-    from idenprof.report import plot_training_curves
+    from idenprof.predict.evaluation import DEDUPLICATED_TEST, write_evaluation
+    from idenprof.predict.inference import predict_views
+    from idenprof.predict.loaders import predict_in_batches
+    from idenprof.predict.report import plot_training_curves
+    from idenprof.ship.export import export_model
 
     best = run.kept_checkpoint()
     if best is None:

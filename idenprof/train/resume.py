@@ -6,7 +6,7 @@ lock when the process ends however it ends, so a lock file left by a killed proc
 a rerun.
 
 An epoch is committed when backup/resume.json is renamed into place (see
-idenprof.callbacks.ResumeState), after the epoch's checkpoint and metrics row were written. A
+idenprof.train.callbacks.ResumeState), after the epoch's checkpoint and metrics row were written. A
 process killed between those writes leaves files for an epoch that was never committed;
 `discard_uncommitted` removes them before training resumes, so the kept checkpoint, metrics.csv
 and the resume state always describe the same epochs. TensorFlow-free.

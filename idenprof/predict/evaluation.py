@@ -10,9 +10,9 @@ test/, or your own photos; a subset of the classes is fine). The output folder g
                              unreadable files, the most confident mistakes, and "none_of_these":
                              the share flagged as none of the classes and, given photos of
                              unknowns, how well the none-score tells them apart (AUROC, FPR95);
-                             "selective": accuracy against the share answered (idenprof.selective);
+                             "selective": accuracy against the share answered (idenprof.predict.selective);
                              "prediction_sets": coverage and size of the conformal sets, per
-                             class too, for a model with them (idenprof.conformal)
+                             class too, for a model with them (idenprof.predict.conformal)
     confusion_matrix.png     rows: true class, columns: predicted
     reliability_diagram.png  accuracy against confidence (15 bins) with the ECE
     risk_coverage.png        accuracy of the answered photos against the share answered
@@ -20,10 +20,10 @@ test/, or your own photos; a subset of the classes is fine). The output folder g
     predictions.csv          one row per image: path, true, predicted, probability, p(true), and
                              the probability of every class (p_<class>)
 
-evaluate.py and idenprof.packaging (the test report of the shipped model) call `evaluate_samples`;
+evaluate.py and idenprof.ship.packaging (the test report of the shipped model) call `evaluate_samples`;
 the end of training (metrics.json) calls `write_evaluation` with the predictions it has made: one
 report format, one code path. Images are decoded by idenprof.data.decoded (the same pixels as
-training and infer.py) and predicted by any format idenprof.inference loads.
+training and infer.py) and predicted by any format idenprof.predict.inference loads.
 """
 
 from __future__ import annotations
@@ -34,23 +34,23 @@ from pathlib import Path
 
 import numpy as np
 
-from idenprof.calibration import ECE_BINS, expected_calibration_error, read_min_confidence
-from idenprof.conformal import DEFAULT_COVERAGE, ConformalSets, read_conformal, set_report
 from idenprof.data.dataset import Sample, scan_class_folders
 from idenprof.data.imaging import IMAGE_EXTENSIONS
 from idenprof.errors import DatasetError
 from idenprof.files import atomic_write, write_json_atomically
-from idenprof.inference import predict_views
-from idenprof.loaders import Predictor
-from idenprof.ood import auroc, flagged_share, fpr_at_tpr, none_scores, read_none_threshold
-from idenprof.report import (
+from idenprof.predict.calibration import ECE_BINS, expected_calibration_error, read_min_confidence
+from idenprof.predict.conformal import DEFAULT_COVERAGE, ConformalSets, read_conformal, set_report
+from idenprof.predict.inference import predict_views
+from idenprof.predict.loaders import Predictor
+from idenprof.predict.ood import auroc, flagged_share, fpr_at_tpr, none_scores, read_none_threshold
+from idenprof.predict.report import (
     classification_metrics,
     plot_confusion_matrix,
     plot_image_gallery,
     plot_reliability_diagram,
     plot_risk_coverage,
 )
-from idenprof.selective import selective_report
+from idenprof.predict.selective import selective_report
 
 REPORT_FILENAME = "report.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -122,7 +122,7 @@ def evaluate_samples(
     """Predict every sample once and write the report files into `out_dir` (created).
 
     Args:
-        predictor: any loaded model (idenprof.loaders.load_predictor).
+        predictor: any loaded model (idenprof.predict.loaders.load_predictor).
         samples: (image path, class index in predictor.class_names) pairs.
         tta: average each image with its mirror (report.json then also has top1_without_tta).
         options: what to report and how (`write_evaluation`'s keyword arguments: root, subsets,
@@ -173,7 +173,7 @@ def write_evaluation(
     evaluate.py, packaging and the end of training all write, through this one function.
 
     Args:
-        views: idenprof.inference.Views of `decoded`'s images (idenprof.data.decoded.DecodedImages).
+        views: idenprof.predict.inference.Views of `decoded`'s images (idenprof.data.decoded.DecodedImages).
         names: class name of each output position; model_name: what report.json calls the model.
         root: paths in the outputs are written relative to it (so reports do not carry the
             machine's folders); absolute when None.
@@ -182,12 +182,12 @@ def write_evaluation(
         gallery: draw top_mistakes.png (it shows the photos themselves).
         split_name: what the images are, for the picture titles.
         min_confidence: also report the share of images predicted at or above this probability
-            and their accuracy (the model's calibration.json default, see idenprof.calibration).
-        none_threshold: also report the share of images flagged as none of the classes (idenprof.ood).
+            and their accuracy (the model's calibration.json default, see idenprof.predict.calibration).
+        none_threshold: also report the share of images flagged as none of the classes (idenprof.predict.ood).
         unknowns: paths of photos of none of the classes, and `unknown_scores(paths)` their
             none-scores and the unreadable ones: report how well the none-score tells them from
             the labelled images (AUROC, FPR at 95% TPR) and the share flagged.
-        conformal: the model's calibration scores (idenprof.conformal): report the sets' coverage,
+        conformal: the model's calibration scores (idenprof.predict.conformal): report the sets' coverage,
             mean size and singleton share at `coverage` (0..1), overall and per class (single view,
             as they were calibrated, even with test-time augmentation).
         report_name, extra: the report's file name (metrics.json at the end of training) and

@@ -1,5 +1,5 @@
 """Classification reports: metrics (numpy) and pictures (PNG, matplotlib) shared by the
-end-of-training report (metrics.json), idenprof.evaluation and idenprof.packaging."""
+end-of-training report (metrics.json), idenprof.predict.evaluation and idenprof.ship.packaging."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from idenprof.calibration import expected_calibration_error, reliability_bins
+    from idenprof.predict.calibration import expected_calibration_error, reliability_bins
 
     fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
                                        gridspec_kw={"height_ratios": [3, 1]})
@@ -151,7 +151,7 @@ def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], o
 
 def plot_risk_coverage(selective: dict, out_png: Path, title: str = "risk-coverage") -> Path:
     """Accuracy of the answered photos against the share answered, most confident first, from
-    idenprof.selective.selective_report."""
+    idenprof.predict.selective.selective_report."""
     import matplotlib
 
     matplotlib.use("Agg")

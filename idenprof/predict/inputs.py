@@ -24,14 +24,14 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[str], 
     """Image paths (and URLs) from command-line arguments, in argument order, each file once (the
     first path naming it, symlinks resolved).
 
-    - an http(s) URL: kept as given (fetched when predicted, see idenprof.remote);
+    - an http(s) URL: kept as given (fetched when predicted, see idenprof.predict.remote);
     - an existing file: used as given (whatever its extension; decoding decides);
     - a folder: its image files (by extension), sorted; with `recursive`, those of its subfolders
       too (folders of folders, such as a dataset split);
     - a glob pattern (*, ?, [...]; ** recurses): the matching image files, sorted.
     A missing file, a folder without images, and a pattern matching no image are errors.
     """
-    from idenprof.remote import is_url
+    from idenprof.predict.remote import is_url
 
     paths: list[str] = []
     errors: list[InputError] = []

@@ -1,0 +1,1 @@
+"""Shipping a model: exports, packaging the shipped model, outlier sources."""

@@ -1,0 +1,1 @@
+"""Training: the story (training), the recipe, callbacks, devices and precision, resuming."""

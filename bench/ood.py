@@ -53,8 +53,9 @@ def main(argv=None) -> int:
 
     from idenprof.config import resolve_config
     from idenprof.data.dataset import scan_dataset, select_samples
-    from idenprof.predict import ood, outliers
+    from idenprof.predict import ood
     from idenprof.predict.calibration import is_calibrated, logits_model, temperature_of
+    from idenprof.ship import outliers
 
     model = keras.models.load_model(args.model, compile=False)
     side = int(model.input_shape[1])

@@ -14,13 +14,14 @@ import pytest
 from test_evaluation import CLASS_NAMES, IMAGE_SIZE, probabilities
 
 from idenprof.errors import ConfigError, DatasetError
-from idenprof.predict import ood, outliers
+from idenprof.predict import ood
 from idenprof.predict.classifier import Classifier, load
 from idenprof.predict.evaluation import evaluate_folder
 from idenprof.predict.inference import FilePrediction
 from idenprof.predict.inputs import InputError
 from idenprof.predict.loaders import Predictor
 from idenprof.predict.outputs import prediction_rows, write_predictions
+from idenprof.ship import outliers
 
 
 def test_none_score_is_0_for_certainty_and_1_for_even_probabilities():

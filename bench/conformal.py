@@ -18,7 +18,6 @@ test split (calibrate on one half, measure on the other). Never run in CI.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import write_results  # noqa: E402
 
 PENALTIES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 COVERAGES = (0.8, 0.9, 0.95)
@@ -121,9 +123,7 @@ def main(argv=None) -> int:
     chosen = min(raps, key=lambda k: (round(raps[k]["holdout_halves_size"], 3), k))
     results["chosen"] = chosen
     print(f"smallest sets on the hold-out halves (APS/RAPS): {chosen}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.json, results)
     return 0
 
 

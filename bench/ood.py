@@ -23,7 +23,6 @@ for logits and features.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,6 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import write_results  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -144,9 +146,7 @@ def main(argv=None) -> int:
               f"{row['synthetic_flagged']:.1%} | {row['test_flagged']:.1%} |{cells}")
     none = ood.none_scores(softmax(outputs["far"][0]))
     results["far_photo_scores"] = dict(zip(names, map(float, none), strict=True))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.json, results)
     return 0
 
 

@@ -16,9 +16,8 @@ import sys
 import pytest
 import requests
 from archive_subsets import REPO_ROOT
-from playwright.sync_api import sync_playwright
 from serve_helpers import SHIPPED_MODEL, running_server
-from test_page import CHROMIUM, CHROMIUM_ARGS
+from test_page import page_at
 
 from idenprof.predict.classifier import load
 from idenprof.predict.ood import read_none_threshold
@@ -108,10 +107,7 @@ def test_the_json_api_flags_the_cat_and_not_the_chef(server, cat, chef):
 
 
 def test_the_page_shows_a_message_for_the_cat_and_bars_for_the_chef(server, cat, chef):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        page.goto(server)
+    with page_at(server) as page:
         page.set_input_files("#files", str(cat))
         message = page.locator(".card .none")
         message.wait_for(state="visible", timeout=60_000)
@@ -126,4 +122,3 @@ def test_the_page_shows_a_message_for_the_cat_and_bars_for_the_chef(server, cat,
         chef_card.locator(".bar").nth(4).wait_for(timeout=60_000)
         assert not chef_card.locator(".none").is_visible()
         assert chef_card.locator(".bar .label").first.inner_text() == "chef"
-        browser.close()

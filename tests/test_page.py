@@ -4,6 +4,7 @@ a click, phone width, and not one request to any other host. Screenshots go to t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,19 @@ def photo_and_class(model_path, small_dataset) -> tuple[Path, str]:
 def server(model_path):
     with running_server("--model", str(model_path)) as (url, process):
         yield url
+
+
+@contextlib.contextmanager
+def page_at(url: str, width: int = 1000, height: int = 900):
+    """A Chromium page of `width` x `height` showing `url`, for a test's own browser."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import sys
 import pytest
 import requests
 from archive_subsets import REPO_ROOT
-from playwright.sync_api import sync_playwright
 from serve_helpers import SHIPPED_MODEL, running_server
-from test_page import CHROMIUM, CHROMIUM_ARGS
+from test_page import page_at
 
 from idenprof.predict.classifier import load, set_message
 
@@ -96,10 +95,7 @@ def test_the_json_api_takes_coverage_and_answers_the_set(server, sure_and_doubtf
 
 def test_the_page_shows_the_set_above_the_bars(server, sure_and_doubtful):
     sure, doubtful, sure_set, doubtful_set = sure_and_doubtful
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        page.goto(server)
+    with page_at(server) as page:
         page.set_input_files("#files", str(doubtful))
         line = page.locator(".card .set")
         line.wait_for(state="visible", timeout=60_000)
@@ -110,7 +106,6 @@ def test_the_page_shows_the_set_above_the_bars(server, sure_and_doubtful):
         first = page.locator(".card").first
         first.locator(".bar").nth(4).wait_for(timeout=60_000)
         assert first.locator(".set").inner_text() == set_message(sure_set, 0.9)
-        browser.close()
 
 
 def test_evaluate_draws_the_risk_coverage_curve_and_reports_the_sets(small_dataset, tmp_path):

@@ -213,6 +213,7 @@ def test_without_outlier_exposure_there_is_no_none_threshold(interim):
     saved = json.loads((interim["out"] / "calibration.json").read_text())
     assert saved["none_threshold"] is None
     assert "## None of these" not in (interim["out"] / "MODEL_CARD.md").read_text()
+    assert "none_tempered" not in (interim["out"] / "MODEL_CARD.md").read_text()
 
 
 def test_the_distance_tempered_head_is_packaged_with_its_threshold_and_keeps_every_answer(small_dataset, tmp_path):
@@ -223,7 +224,8 @@ def test_the_distance_tempered_head_is_packaged_with_its_threshold_and_keeps_eve
     model = keras.models.load_model(out / "model.keras")
     assert "none_tempered" in [layer.name for layer in model.layers]
     assert model.layers[-1].name == "probabilities"
-    assert "distance-tempered head" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "distance-tempered head" in card and "`none_tempered` (the logits times the scale" in card
     plain = keras.models.load_model(run / "export" / "model.keras")
     photos = sorted((small_dataset / "test").rglob("*.jpg"))[:12]
     predictor = load_predictor(out / "model.tflite")

@@ -456,7 +456,9 @@ def model_card(*, config, saved, source, provenance: Provenance, layout, holdout
         f"Input: float32 RGB pixels 0..255, shape [N, {config.image_size}, {config.image_size}, 3] "
         "(preprocessing is inside the model). Output: float32 probabilities [N, 10] in the order of "
         "`class_index.json`. The head, by layer name: `predictions` (Dense, linear: the logits), "
-        f"`temperature` (Rescaling by 1/T, T = {calibration.temperature:.4f}), `probabilities` "
+        + ("`none_tempered` (the logits times the scale the `none_*` layers compute from the features' "
+           "distance, see \"None of these\"), " if detector else "")
+        + f"`temperature` (Rescaling by 1/T, T = {calibration.temperature:.4f}), `probabilities` "
         "(float32 softmax). The .tflite was checked against the .keras on "
         f"{agreement['images']} hold-out images: largest probability difference "
         f"{agreement['max_abs_difference']:.1e}, same top-1 for {agreement['same_top1']:.0%}.",

@@ -67,7 +67,8 @@ def test_torch_preprocessing_inside_matches_keras_applications_preprocess_input(
 def test_layer_names_and_weight_order_match_keras_applications(reference_121):
     ours = DenseNet121(input_shape=(64, 64, 3), classes=10, preprocessing=None)
     # keras.applications leaves its input and two ZeroPadding2D layers unnamed (their automatic
-    # names change within a session); ours are `conv1_pad` and `pool1_pad`. They hold no weights.
+    # names depend on how many layers the process built before); ours are `conv1_pad` and
+    # `pool1_pad`. They hold no weights.
     unnamed = {0, 1, 5}
     assert [type(layer) for layer in ours.layers] == [type(layer) for layer in reference_121.layers]
     pads = {i for i, lay in enumerate(ours.layers) if isinstance(lay, keras.layers.ZeroPadding2D)}

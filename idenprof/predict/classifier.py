@@ -141,12 +141,12 @@ class Classifier:
         items = list(images) if batch else [images]
         if not items:
             return []
-        pixels = np.stack([self.pixels(item) for item in items])
-        results = [
-            top_predictions(row, self.class_names, top)
-            for row in self.probabilities(pixels, tta)
-        ]
+        results = self.ranked(np.stack([self.pixels(item) for item in items]), top, tta)
         return results if batch else results[0]
+
+    def ranked(self, pixels: np.ndarray, top: int, tta: bool) -> list[Predictions]:
+        """The `top` (class name, probability) of each of model pixels [N, S, S, 3], in one model call."""
+        return [top_predictions(row, self.class_names, top) for row in self.probabilities(pixels, tta)]
 
     def predict_each(self, images: Sequence[ImageInput], top: int = 5, tta: bool = False,
                      ) -> list[Predictions | IdenprofError]:
@@ -162,9 +162,8 @@ class Classifier:
             except IdenprofError as e:
                 outcomes.append(e)
         if pixels:
-            rows = iter(self.probabilities(np.stack(pixels), tta))
-            outcomes = [o if isinstance(o, IdenprofError) else top_predictions(next(rows), self.class_names, top)
-                        for o in outcomes]
+            answers = iter(self.ranked(np.stack(pixels), top, tta))
+            outcomes = [o if isinstance(o, IdenprofError) else next(answers) for o in outcomes]
         return outcomes
 
     def is_unsure(self, predictions: Predictions) -> bool:

@@ -1,4 +1,4 @@
-"""Shared fixtures: small real-data subsets of IdenProf, made once per test session."""
+"""Shared fixtures: small real-data subsets of IdenProf, made once per pytest run."""
 
 from __future__ import annotations
 

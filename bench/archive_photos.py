@@ -6,14 +6,15 @@ import zipfile
 from pathlib import Path
 
 
-def archive_test_photos(archive: Path, per_class: int) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of the first `per_class` test photos of each class, in archive order."""
+def archive_test_photos(archive: Path, per_class: int, split: str = "test") -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the first `per_class` photos of each class of `split` (test or train),
+    in archive order. File names start with their class: chef-12.jpg."""
     taken: dict[str, int] = {}
     photos = []
     with zipfile.ZipFile(archive) as z:
         for name in sorted(z.namelist()):
             parts = name.split("/")
-            if len(parts) == 4 and parts[1] == "test" and name.endswith(".jpg"):
+            if len(parts) == 4 and parts[1] == split and name.endswith(".jpg"):
                 if taken.get(parts[2], 0) < per_class:
                     taken[parts[2]] = taken.get(parts[2], 0) + 1
                     photos.append((parts[3], z.read(name)))

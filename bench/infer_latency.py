@@ -3,10 +3,13 @@
     python bench/infer_latency.py [--rounds 5] [--archive ../shared/datasets/idenprof-jpg.zip]
     python bench/infer_latency.py --model resnet18 --width 0.5 --stem small_pool --image-size 128
     python bench/infer_latency.py --formats tflite,onnx     # leave out the (slow) Keras runs
+    python bench/infer_latency.py --trained idenprof/pretrained/model.keras --photos-per-class 200 \
+        --formats keras,tflite,tflite_int8                # a trained model: test top-1 per format too
 
 Builds a network (random weights: latency does not depend on them; default ResNet-50, 224x224,
-10 classes) in a temporary run folder with train.py's layout (best checkpoint .keras + export/
-with model.tflite and model.onnx), then measures, the formats taking turns in each round so that
+10 classes), or takes the trained Keras model --trained, in a temporary run folder with train.py's
+layout (best checkpoint .keras + export/ with model.tflite, model.onnx and model.int8.tflite, its
+value ranges from 20 training photos per class), then measures, the formats taking turns in each round so that
 a change in the machine's load hits them all alike:
   - cold start: process start to the fifth printed line of `python infer.py photo.jpg --model X`
     for the .keras checkpoint (Keras), .tflite (LiteRT) and .onnx (ONNX Runtime), and the default
@@ -15,7 +18,8 @@ a change in the machine's load hits them all alike:
   - throughput in one process, load and one warm-up call excluded: model only (decoded pixels,
     batch --batch-size) and decode + resize + model (predict_files over a folder of real IdenProf
     test photos, --photos-per-class per class); median of --rounds;
-  - `python infer.py <folder> --model X` wall time, start-up included (--folder-rounds turns).
+  - `python infer.py <folder> --model X` wall time, start-up included (--folder-rounds turns);
+  - with --trained, each format's top-1 on the photos (single view) and its agreement with float32.
 Never run in CI. The last line is `cold_start_s: X` for the default path.
 """
 
@@ -49,7 +53,8 @@ CLASS_NAMES = ["chef", "doctor", "engineer", "farmer", "firefighter",
                "judge", "mechanic", "pilot", "police", "waiter"]
 CHECKPOINT = "model-e001-val0.1000.keras"
 # label -> the runtime it measures; the exported formats and the checkpoint.
-RUNTIMES = {"keras": "Keras", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
+RUNTIMES = {"keras": "Keras", "tflite": "LiteRT", "onnx": "ONNX Runtime", "tflite_int8": "LiteRT int8"}
+REPRESENTATIVE_PER_CLASS = 20  # training photos per class setting the int8 model's value ranges
 # Run in a fresh process: what the first `infer.py` call with a .keras model pays.
 KERAS_BREAKDOWN = """
 import json, os, sys, time
@@ -120,18 +125,29 @@ def extract_photos(archive: Path, dest: Path, per_class: int) -> Path:
 
 
 def make_run(workdir: Path, args: argparse.Namespace) -> Path:
-    """workdir/runs/bench/ in train.py's layout, holding a random-weight network."""
+    """workdir/runs/bench/ in train.py's layout, holding a random-weight network or --trained."""
+    import keras
+
     from idenprof.class_index import write_class_index
     from idenprof.ship.export import export_model
     from models import build_model
 
     run = workdir / "runs" / "bench"
     run.mkdir(parents=True)
-    model = build_model(args.model, input_shape=(args.image_size, args.image_size, 3),
-                        classes=len(CLASS_NAMES), width=args.width, stem=args.stem)
+    if args.trained:
+        model = keras.models.load_model(args.trained, compile=False)
+        args.image_size = int(model.input_shape[1])
+    else:
+        model = build_model(args.model, input_shape=(args.image_size, args.image_size, 3),
+                            classes=len(CLASS_NAMES), width=args.width, stem=args.stem)
     model.save(run / CHECKPOINT)
     write_class_index(CLASS_NAMES, run / "class_index.json")
-    export_model(model, run / "export", CLASS_NAMES, formats=("tflite", "onnx"))
+    representative = None
+    if "tflite_int8" in args.formats:
+        representative = np.stack([load_image_rgb(data, size=args.image_size) for _, data in
+                                   archive_test_photos(args.archive, REPRESENTATIVE_PER_CLASS, split="train")])
+    exports = tuple(f for f in ("tflite", "onnx", "tflite_int8") if f in args.formats)
+    export_model(model, run / "export", CLASS_NAMES, formats=exports, representative=representative)
     return run
 
 
@@ -165,6 +181,7 @@ def formats_arg(text: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet50", help="a models.MODEL_BUILDERS name")
+    parser.add_argument("--trained", type=Path, help="a trained .keras model to measure instead (sets the size)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--stem", default="imagenet")
@@ -186,7 +203,8 @@ def main() -> None:
         models = {fmt: run / CHECKPOINT if fmt == "keras" else run / "export" / EXPORT_FILENAMES[fmt]
                   for fmt in args.formats}
         default = RunFolder(run).model_for_inference()
-        print(f"built {args.model} (width {args.width}, stem {args.stem}, {args.image_size} px) run "
+        built = args.trained or f"{args.model} (width {args.width}, stem {args.stem})"
+        print(f"built {built}, {args.image_size} px, run "
               f"folder in {time.perf_counter() - started:.1f} s; sizes: "
               + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in models.values())
               + f"; default (no --model): {default.relative_to(run)}", flush=True)
@@ -227,6 +245,15 @@ def main() -> None:
             median = statistics.median(times)
             print(f"python infer.py <folder of {len(photos)}> --model {models[label].name}: {median:.1f} s "
                   f"wall, {len(photos) / median:.1f} images/s", flush=True)
+
+        if args.trained:
+            labels = np.array([CLASS_NAMES.index(p.name.rsplit("-", 1)[0]) for p in photos])
+            answers = {label: predictor.predict(pixels, args.batch_size) for label, predictor in predictors.items()}
+            reference = answers.get("keras", answers.get("tflite"))
+            for label, probabilities in answers.items():
+                print(f"top-1 {label:11s} {(probabilities.argmax(1) == labels).mean():.2%} of {len(photos)} photos; "
+                      f"same top-1 as float32 {(probabilities.argmax(1) == reference.argmax(1)).mean():.2%}, "
+                      f"largest probability difference {np.abs(probabilities - reference).max():.3f}", flush=True)
 
         fastest_start = min(models, key=cold.get)
         fastest_rate = max(models, key=rates.get)

@@ -125,6 +125,7 @@ def train_network(network: Network, config, data, plan, log):
     import keras
 
     from idenprof.data.batches import make_dataset
+    from idenprof.precision import computing_in
     from idenprof.train.recipe import make_learning_rate, make_optimizer
     from idenprof.train.training import make_inputs, seed_everything
     from models import build_model
@@ -133,9 +134,10 @@ def train_network(network: Network, config, data, plan, log):
     train_data, val_data, test_data, class_names = data
     steps = len(train_data.labels) // config.batch_size
     seed_everything(config.seed)  # every network starts from the same seed
-    model = build_model(network.model, input_shape=(config.image_size,) * 2 + (3,), classes=len(class_names),
-                        width=config.width, stem=config.stem, shortcut=network.shortcut, plain=network.plain)
-    training_model = use_fused_batch_norm(model)
+    with computing_in(plan.dtype_policy):
+        model = build_model(network.model, input_shape=(config.image_size,) * 2 + (3,), classes=len(class_names),
+                            width=config.width, stem=config.stem, shortcut=network.shortcut, plain=network.plain)
+        training_model = use_fused_batch_norm(model)
     training_model.compile(optimizer=make_optimizer(config, make_learning_rate(config, steps)),
                            loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=plan.xla)
     train_ds, val_ds = make_inputs(config, train_data, val_data, class_names, [])
@@ -240,7 +242,7 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()
     from idenprof.data.dataset import select_samples
     from idenprof.errors import ConfigError, IdenprofError
-    from idenprof.train.runtime import apply_runtime, detect_environment, plan_runtime
+    from idenprof.train.runtime import detect_environment, plan_runtime
     from idenprof.train.training import decode_splits, prepare_dataset
 
     try:
@@ -260,7 +262,6 @@ def main(argv=None) -> int:
         train_data, val_data, test_data = decode_splits(config, layout, *splits, print)
         plan = plan_runtime(detect_environment(), precision=config.precision, xla="off", batch_size=config.batch_size)
         print(plan.summary())
-        apply_runtime(plan)
         names = list(dict.fromkeys(n for e in wanted for n in EXPERIMENTS[e]))
         done = {r["network"] for r in read_rows(args.out / "results.csv")}
         for name in names:

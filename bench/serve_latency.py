@@ -1,6 +1,6 @@
 """Benchmark: the web server's latency, heat-map latency, throughput with concurrent clients, RSS.
 
-    python bench/serve_latency.py --model idenprof/pretrained/model.tflite [--requests 100]
+    python bench/serve_latency.py --model idenprof/pretrained/model.int8.tflite [--requests 100]
 
 Starts `serve.py --model MODEL` on 127.0.0.1 (a free port), then POSTs real IdenProf test photos
 (taken from the archive) to /api/predict over HTTP:

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from idenprof.config import resolve_config
-    from idenprof.train.runtime import apply_runtime, cpu_model_name, detect_environment, plan_runtime
+    from idenprof.train.runtime import cpu_model_name, detect_environment, plan_runtime, strategy_for
     from idenprof.train.training import compile_model
 
     env = detect_environment()
@@ -93,7 +93,6 @@ def main(argv=None) -> int:
           f"{args.steps} timed steps per model, after {args.warmup_steps} warm-up steps; models take turns, "
           "so a slow minute of the machine slows each of them")
 
-    keras.mixed_precision.set_global_policy("float32")
     reference = keras.applications.ResNet50(weights=None, input_shape=(args.image_size, args.image_size, 3), classes=10)
     reference.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
     contenders = {"keras.applications.ResNet50 float32": reference}
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
         config = resolve_config(None, {"image_size": args.image_size, "batch_size": args.batch_size,
                                        "precision": args.precision, "xla": args.xla, "fused_batch_norm": fused})
         plan = plan_runtime(env, precision=config.precision, xla=config.xla, batch_size=config.batch_size)
-        with apply_runtime(plan).scope():
+        with strategy_for(plan).scope():
             model = compile_model(config, plan, num_classes=10, steps_per_epoch=1000)
         runtime = f"{plan.precision}, xla {'on' if plan.xla else 'off'}"
         label = (f"ours ResNet-50 as train.py configures it ({runtime})" if fused

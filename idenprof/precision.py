@@ -1,16 +1,33 @@
-"""Precision of a model's computation: copies that compute in float32 whatever the training policy.
+"""Precision of a model's computation.
 
 Training may run in bfloat16 or float16 (mixed precision: float32 weights, lower-precision compute;
-idenprof.train.runtime sets the policy); every model handed on (checkpoints, exports, calibration,
-heat maps) computes in float32.
+idenprof.train.runtime chooses). Only the training model is built in that precision, inside
+`computing_in`; the process's policy stays float32, so every other model (checkpoints, calibrated
+and exported models) is float32 as built. `float32_copy` is for models that come from elsewhere
+(a caller's mixed-precision model handed to the export or to Grad-CAM).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import keras
+
+
+@contextlib.contextmanager
+def computing_in(policy: str):
+    """Within the block, new layers take the Keras dtype policy `policy` ("float32",
+    "mixed_bfloat16", "mixed_float16"); the process's policy before it is restored on leaving."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def float32_copy(model: keras.Model) -> keras.Model:

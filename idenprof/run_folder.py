@@ -40,6 +40,7 @@ EXPORT_FILENAMES = {
     "h5": "model.h5",
     "saved_model": "saved_model",
     "tflite": "model.tflite",
+    "tflite_int8": "model.int8.tflite",
     "onnx": "model.onnx",
 }
 SAVED_MODEL_MARKER = "saved_model.pb"
@@ -48,8 +49,10 @@ BYTES_SIGNATURE = "serving_bytes"
 PIXELS_INPUT = "pixels"  # the pixels input of serving_default, LiteRT and ONNX
 OUTPUT_KEY = "probabilities"
 # Which export inference prefers: LiteRT starts fastest and predicts fastest, ONNX Runtime is a close
-# second; both start without TensorFlow (docs/BENCHMARKS.md).
-EXPORT_PREFERENCE = ("tflite", "onnx", "keras", "h5", "saved_model")
+# second; both start without TensorFlow (docs/BENCHMARKS.md). The int8 LiteRT model is faster still
+# but answers a little differently: a run's exact float32 exports come first, the int8 one before
+# the slow-starting Keras formats (the shipped folder has only it and model.keras).
+EXPORT_PREFERENCE = ("tflite", "onnx", "tflite_int8", "keras", "h5", "saved_model")
 LOCK_FILENAME = ".lock"
 # Keras' own BackupAndRestore files, in a run started before resume.json existed.
 KERAS_BACKUP_METADATA = "training_metadata.json"

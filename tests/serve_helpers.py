@@ -13,10 +13,10 @@ from pathlib import Path
 from archive_subsets import REPO_ROOT
 
 URL_LINE = re.compile(r"on (http://127\.0\.0\.1:\d+/)")
-# The trained model shipped in idenprof/pretrained/ (LiteRT, model.keras beside it for heat maps).
+# The trained model shipped in idenprof/pretrained/ (int8 LiteRT, model.keras beside it for heat maps).
 # Tests that need a model that really recognises professions use it; IDENPROF_TEST_MODEL overrides.
 SHIPPED_MODEL = Path(
-    os.environ.get("IDENPROF_TEST_MODEL", REPO_ROOT / "idenprof" / "pretrained" / "model.tflite")
+    os.environ.get("IDENPROF_TEST_MODEL", REPO_ROOT / "idenprof" / "pretrained" / "model.int8.tflite")
 )
 
 

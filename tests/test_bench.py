@@ -196,3 +196,15 @@ def test_infer_latency_bench_times_the_formats_in_turns(small_archive):
     fastest_rate = re.search(r"^fastest throughput: (\w+) ", out, re.M).group(1)
     assert float(model_only[fastest_rate]) == max(float(model_only[f]) for f in formats)
     assert last_value(out, "cold_start_s") == cold_median["default"]
+
+
+def test_bulk_bench_times_bulk_py_and_infer_py_in_turns_and_compares_their_rows(small_archive, tmp_path):
+    result = run_bench("bulk.py", "--archive", small_archive, "--photos-per-class", 2, "--rounds", 2,
+                       "--json", tmp_path / "bulk.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    turns = re.findall(r"^round (\d) (infer\.py|bulk\.py) +[0-9.]+ s", result.stdout, re.M)
+    assert turns == [("1", "infer.py"), ("1", "bulk.py"), ("2", "bulk.py"), ("2", "infer.py")], result.stdout
+    results = json.loads((tmp_path / "bulk.json").read_text())
+    assert results["photos"] == results["rows"] == results["top1_identical"] == 20 and results["same_photos"]
+    rates = results["images_per_s"]
+    assert last_value(result.stdout, "ratio") == pytest.approx(rates["bulk.py"] / rates["infer.py"], abs=0.006)

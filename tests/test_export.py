@@ -204,6 +204,33 @@ def test_mixed_precision_model_exports_float32_litert(tmp_path):
     assert {layer.dtype_policy.name for layer in reloaded.layers} == {"float32"}
 
 
+def test_int8_litert_computes_in_int8_between_float32_pixels_and_probabilities(exported, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = tiny_model()
+    paths = export_model(model, tmp_path, CLASS_NAMES, formats=("tflite_int8",),
+                         representative=exported["pixels"])
+    assert paths["tflite_int8"].name == "model.int8.tflite"
+    interpreter = Interpreter(model_path=str(paths["tflite_int8"]))
+    kinds = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    assert {"int8", "int32"} <= kinds  # int8 activations and weights, int32 biases
+    runner = interpreter.get_signature_runner("serving_default")
+    probabilities = runner(pixels=exported["pixels"])["probabilities"]
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(CLASS_NAMES), len(CLASS_NAMES))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.02)
+    # int8 rounding: the softmax answers in steps of 1/256, activations in 256 levels each.
+    np.testing.assert_allclose(probabilities, exported["expected"], atol=0.1)
+    agree = probabilities.argmax(axis=1) == exported["expected"].argmax(axis=1)
+    assert agree.sum() >= 8, agree
+    assert paths["tflite_int8"].stat().st_size < (exported["dir"] / "model.tflite").stat().st_size / 2
+
+
+def test_int8_export_without_representative_photos_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="representative"):
+        export_model(tiny_model(), tmp_path, CLASS_NAMES, formats=("tflite_int8",))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_format_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="torchscript"):
         export_model(tiny_model(), tmp_path, CLASS_NAMES, formats=("torchscript",))

@@ -13,7 +13,7 @@ from train_helpers import TINY, kill_during_epoch, metrics_rows, run_train
 
 from idenprof.config import resolve_config
 from idenprof.train.runtime import Environment, plan_runtime
-from idenprof.train.training import compile_model
+from idenprof.train.training import build_network, compile_model
 
 FRESH_PROCESS_PREDICT = r"""
 import json, sys
@@ -27,21 +27,17 @@ print(json.dumps({"dtype": str(probs.dtype)}))
 """
 
 
-@pytest.fixture
-def float16_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def test_float16_wraps_the_optimizer_for_loss_scaling_and_keeps_a_float32_softmax(float16_policy):
+def test_float16_wraps_the_optimizer_for_loss_scaling_and_keeps_a_float32_softmax():
     config = resolve_config(None, {"model": "resnet18", "image_size": 32, "stem": "small", "width": 0.25,
                                    "precision": "float16"})
     plan = plan_runtime(Environment(), precision="float16", xla="off", batch_size=config.batch_size)
-    keras.mixed_precision.set_global_policy(plan.dtype_policy)
     model = compile_model(config, plan, num_classes=10, steps_per_epoch=10)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.get_layer("conv1_conv").compute_dtype == "float16"
     assert model.output.dtype == "float32"
+    # The precision is scoped to the training model: what is built next is float32, nothing to undo.
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert build_network(config, 10).get_layer("conv1_conv").compute_dtype == "float32"
 
 
 def test_gpu_configuration_trains_and_exports_a_portable_model(small_dataset, tmp_path):
@@ -71,7 +67,6 @@ def test_gpu_configuration_trains_and_exports_a_portable_model(small_dataset, tm
     # Checkpoints compute in float32 whatever the training precision, like the exports.
     assert all(layer.dtype_policy.compute_dtype == "float32" for layer in checkpoint.layers)
     ours = checkpoint.predict(images, verbose=0)
-    keras.mixed_precision.set_global_policy("float32")
     assert np.array_equal(ours.argmax(axis=1), fresh_probs.argmax(axis=1))
     assert np.allclose(ours, fresh_probs, atol=1e-3)
 

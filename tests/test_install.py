@@ -56,26 +56,28 @@ def running_package_folders() -> list[str]:
     return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
 
 
-@pytest.mark.parametrize("command, expected", [
-    ("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out"),
-    ("idenprof-serve", "--port"),
-])
-def test_console_commands_answer_help(installed, command, expected):
+def run_installed(installed, command: str, *args: str) -> str:
+    """The standard output of `command` from the venv's bin/, run from the empty folder; it must succeed."""
     env_dir, workdir, _ = installed
-    result = subprocess.run([str(env_dir / "bin" / command), "--help"], cwd=workdir,
+    result = subprocess.run([str(env_dir / "bin" / command), *args], cwd=workdir,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert expected in result.stdout
+    return result.stdout
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("idenprof-train", "--preset"), ("idenprof-infer", "--top"), ("idenprof-evaluate", "--out"),
+    ("idenprof-serve", "--port"), ("idenprof-bulk", "--rows-per-shard"),
+])
+def test_console_commands_answer_help(installed, command, expected):
+    assert expected in run_installed(installed, command, "--help")
 
 
 def test_models_from_the_installed_wheel_build_a_resnet50(installed):
-    env_dir, workdir, _ = installed
+    env_dir = installed[0]
     code = ("import models, idenprof; m = models.ResNet50(classes=10, input_shape=(64, 64, 3)); "
             "print(m.count_params(), models.__file__, idenprof.__file__)")
-    result = subprocess.run([str(env_dir / "bin" / "python"), "-c", code], cwd=workdir,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    params, models_file, idenprof_file = result.stdout.split()
+    params, models_file, idenprof_file = run_installed(installed, "python", "-c", code).split()
     assert int(params) > 23_000_000  # ResNet-50's body with a 10-class head
     assert str(env_dir) in models_file and str(env_dir) in idenprof_file  # not the repository's copies
 
@@ -87,5 +89,13 @@ def test_the_wheel_carries_both_packages_and_no_data_or_runs(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("idenprof/data/") for n in names) and "models/resnet.py" in names
     assert not any(n.startswith(("runs/", "data/", "tests/")) for n in names)
-    assert "idenprof/pretrained/model.tflite" in names  # the shipped model travels with the package
+    assert "idenprof/pretrained/model.int8.tflite" in names  # the shipped model travels with the package
     assert "idenprof/static/index.html" in names  # and the web page
+    assert "idenprof/ship/model_card.md" in names  # and the model card's template
+
+
+def test_the_installed_package_reads_its_model_card_template(installed):
+    code = ("from idenprof.ship import card; text = card.TEMPLATE.read_text(); "
+            "print(card.TEMPLATE); print(card.kept_blocks(text, {n: False for n, _ in card.BLOCK.findall(text)}))")
+    path, card = run_installed(installed, "python", "-c", code).split("\n", 1)
+    assert path.startswith(str(installed[0])) and "## Intended use" in card and "Interim model" not in card

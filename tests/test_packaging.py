@@ -23,7 +23,7 @@ from idenprof.errors import IdenprofError
 from idenprof.files import write_json_atomically
 from idenprof.predict.calibration import temperature_of
 from idenprof.predict.loaders import load_predictor
-from idenprof.ship import packaging
+from idenprof.ship import card, packaging
 from idenprof.ship.export import export_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +106,49 @@ def test_model_card_of_an_unfinished_run(interim):
         assert section in card, section
 
 
+
+def test_the_card_template_is_filled_whole_and_shows_each_block_only_when_it_holds(interim, small_dataset, tmp_path):
+    from idenprof.data.dataset import scan_dataset
+    from idenprof.predict.calibration import Calibration
+    from idenprof.run_folder import RunFolder
+
+    out = interim["out"]
+    staging = tmp_path / "staging"
+    shutil.copytree(out, staging, ignore=shutil.ignore_patterns("MODEL_CARD.md"))
+    saved = json.loads((interim["run"] / "config.json").read_text())
+    config = packaging.saved_train_config(saved, RunFolder(interim["run"]))
+    calibration = Calibration(**json.loads((out / "calibration.json").read_text()))
+    report = json.loads((out / "test_report.json").read_text())
+    inputs = dict(config=config, saved=saved, source="run/model.keras", layout=scan_dataset(small_dataset),
+                  provenance=packaging.find_provenance(saved, config, None), holdout_images=10, report=report,
+                  calibration=calibration, training_report=None, float16=False, staging=staging,
+                  agreement={"file": "model.tflite", "images": 10, "max_abs_difference": 1e-7, "same_top1": 1.0})
+    finished = {"top1": 0.1, "epochs_run": 2, "train_seconds": 60.0, "best_epoch": 2, "best_val_accuracy": 0.1}
+    can_say_none = dataclasses.replace(calibration, none_threshold=0.9, none_rule="a rule")
+    detector = {"training_photos": 70, "start": 12.5, "rate": 0.01}
+
+    def render(**changes) -> str:
+        text = card.render_model_card(**{**inputs, **changes})
+        assert "$" not in text and "<!--" not in text  # every ${name} filled, no block marker left
+        return text
+
+    interim_card = render()
+    assert interim_card.count("Interim model") == 1 and "UNFINISHED when packaged" in interim_card
+    assert "With flip test-time augmentation" in interim_card and "Single view (no" not in interim_card
+    assert "## None of these" not in interim_card and "the model always answers one of the ten" in interim_card
+    finished_card = render(training_report=finished, report={**report, "tta": False})
+    assert "Interim" not in finished_card and "UNFINISHED" not in finished_card
+    assert "- training: 2 epochs in 1 min; best checkpoint epoch 2" in finished_card
+    assert "Single view (no test-time augmentation)." in finished_card and "With flip" not in finished_card
+    none_card = render(calibration=can_say_none, detector=detector, report={**report, "none_of_these": {}})
+    assert "## None of these" in none_card and "`none_tempered`" in none_card and "beyond 12.5" in none_card
+    assert "Far-OOD" not in none_card and "the model always answers one of the ten" not in none_card
+    far_ood = {"known_flagged": 0.05, "auroc": 0.9, "fpr95": 0.3, "unknown_flagged": 0.8, "unknown_images": 52}
+    far_ood_card = render(calibration=can_say_none, detector=detector, report={**report, "none_of_these": far_ood})
+    assert "Far-OOD benchmark (52 photos" in far_ood_card and "AUROC 0.900" in far_ood_card
+    no_sets = render(report={key: value for key, value in report.items() if key != "prediction_sets"})
+    assert "## How sure is it" in interim_card and "## How sure is it" not in no_sets
+
 def test_the_package_carries_the_prediction_sets_hold_out_scores(interim):
     from idenprof.predict.conformal import read_conformal
 
@@ -152,7 +195,7 @@ def test_litert_weights_become_float16_when_float32_would_not_fit(interim, tmp_p
     monkeypatch.setattr(packaging, "OTHER_FILES_BYTES", 0)
     monkeypatch.setattr(packaging, "SIZE_LIMIT_BYTES", keras_size + float32_size - 1)
     messages: list[str] = []
-    assert packaging.write_models(model, CLASS_NAMES, tmp_path, messages.append) is True
+    assert packaging.write_models(model, CLASS_NAMES, tmp_path, messages.append) == (tmp_path / "model.tflite", True)
     assert "float16" in messages[0]
     assert (tmp_path / "model.tflite").stat().st_size < 0.6 * float32_size
     pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
@@ -188,12 +231,11 @@ def test_cli_bad_run_folder_is_one_line_and_exit_2(tmp_path):
 def test_the_recipe_line_names_the_regularisation_a_run_used(interim):
     from idenprof.config import resolve_config
 
-    assert packaging.regularisation(resolve_config("cpu-long", {})) == [
+    assert card.regularisation(resolve_config("cpu-long", {})) == [
         "mixup alpha 0.2", "cutmix alpha 1.0", "stochastic depth 0.1"]
-    assert packaging.regularisation(resolve_config("cpu", {"color_jitter": 0.2})) == ["colour jitter 0.2"]
-    assert packaging.regularisation(resolve_config("cpu", {})) == []
-    card = (interim["out"] / "MODEL_CARD.md").read_text()
-    assert "px images, flips; seed " in card  # the interim run used none
+    assert card.regularisation(resolve_config("cpu", {"color_jitter": 0.2})) == ["colour jitter 0.2"]
+    assert card.regularisation(resolve_config("cpu", {})) == []
+    assert "px images, flips; seed " in (interim["out"] / "MODEL_CARD.md").read_text()  # the interim run used none
 
 
 def test_outlier_exposure_fine_tunes_and_stores_a_none_threshold_and_a_card_section(small_dataset, tmp_path):
@@ -217,8 +259,10 @@ def test_without_outlier_exposure_there_is_no_none_threshold(interim):
 
 
 def test_the_distance_tempered_head_is_packaged_with_its_threshold_and_keeps_every_answer(small_dataset, tmp_path):
+    """With --int8 too: the int8 LiteRT model is the served file, with thresholds of its own."""
     run = make_run(tmp_path, small_dataset, finished=True)
-    out = packaging.package_run(run, None, tmp_path / "pretrained", none_detector="mahalanobis", log=lambda _: None)
+    out = packaging.package_run(run, None, tmp_path / "pretrained", none_detector="mahalanobis", int8=True,
+                                log=lambda _: None)
     saved = json.loads((out / "calibration.json").read_text())
     assert 0 < saved["none_threshold"] <= 1
     model = keras.models.load_model(out / "model.keras")
@@ -228,9 +272,22 @@ def test_the_distance_tempered_head_is_packaged_with_its_threshold_and_keeps_eve
     assert "distance-tempered head" in card and "`none_tempered` (the logits times the scale" in card
     plain = keras.models.load_model(run / "export" / "model.keras")
     photos = sorted((small_dataset / "test").rglob("*.jpg"))[:12]
-    predictor = load_predictor(out / "model.tflite")
     from idenprof.data.imaging import load_image_rgb
 
-    pixels = np.stack([load_image_rgb(p, size=predictor.image_size) for p in photos]).astype(np.float32)
-    np.testing.assert_array_equal(predictor.predict(pixels).argmax(axis=1),
+    pixels = np.stack([load_image_rgb(p, size=32) for p in photos]).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model.predict(pixels, verbose=0)).argmax(axis=1),
                                   np.asarray(plain.predict(pixels, verbose=0)).argmax(axis=1))
+
+    # The int8 model replaces model.tflite and is what the test report evaluated.
+    assert (out / "model.int8.tflite").is_file() and not (out / "model.tflite").exists()
+    assert json.loads((out / "test_report.json").read_text())["model"].endswith("model.int8.tflite")
+    assert "`model.int8.tflite`" in card and "--model idenprof/pretrained/model.int8.tflite" in card
+    own = saved["models"]["model.int8.tflite"]
+    assert 0 < own["none_threshold"] <= 1 and 0 < own["min_confidence"] <= 1 and own["conformal"]["scores"]
+    from idenprof.predict.calibration import calibration_beside, read_min_confidence
+
+    assert calibration_beside(out / "model.int8.tflite")["none_threshold"] == own["none_threshold"]
+    assert read_min_confidence(out / "model.int8.tflite") == own["min_confidence"]
+    assert read_min_confidence(out / "model.keras") == saved["min_confidence"]
+    int8 = load_predictor(out / "model.int8.tflite").predict(pixels)
+    np.testing.assert_allclose(int8, model.predict(pixels, verbose=0), atol=0.15)

@@ -18,13 +18,15 @@ from idenprof.predict.loaders import load_predictor
 from idenprof.predict.model_finding import PRETRAINED_DIR, PRETRAINED_MODEL
 from idenprof.ship.packaging import SIZE_LIMIT_BYTES
 
-SHIPPED = ["model.keras", "model.tflite", "class_index.json", "calibration.json", "MODEL_CARD.md",
+SHIPPED = ["model.keras", "model.int8.tflite", "class_index.json", "calibration.json", "MODEL_CARD.md",
            "test_report.json", "confusion_matrix.png", "reliability_diagram.png", "calibration_holdout.png"]
 
 
-def test_the_folder_is_at_most_25_mb():
+def test_the_folder_is_at_most_15_mb():
+    """The int8 LiteRT model and a deflated .keras keep it well under packaging's 25 MB limit."""
     size = sum(p.stat().st_size for p in PRETRAINED_DIR.rglob("*") if p.is_file())
-    assert size <= SIZE_LIMIT_BYTES == 25_000_000
+    assert size <= 15_000_000 < SIZE_LIMIT_BYTES == 25_000_000
+    assert (PRETRAINED_DIR / "model.int8.tflite").stat().st_size <= 4_000_000
 
 
 def test_the_folder_has_the_model_its_calibration_and_its_card():
@@ -48,7 +50,7 @@ LOAD_WITHOUT_THE_PROJECT = textwrap.dedent(
     folder, pixels_path = sys.argv[1:]
     pixels = np.load(pixels_path)
     model = keras.models.load_model(f"{folder}/model.keras")
-    runner = Interpreter(model_path=f"{folder}/model.tflite").get_signature_runner()
+    runner = Interpreter(model_path=f"{folder}/model.int8.tflite").get_signature_runner()
     print(json.dumps({
         "head": [layer.name for layer in model.layers[-3:]],
         "scale": float(model.get_layer("temperature").scale),
@@ -84,9 +86,24 @@ def test_keras_model_loads_without_custom_objects_and_carries_the_temperature(fr
     assert 1 / result["scale"] == pytest.approx(temperature, rel=1e-6)
 
 
-def test_litert_and_keras_agree_and_give_probabilities(fresh_process):
+def test_int8_litert_and_keras_agree_and_give_probabilities(fresh_process):
     result, ours = fresh_process
     keras_probs, tflite_probs = np.array(result["keras"]), np.array(result["tflite"])
     np.testing.assert_allclose(keras_probs.sum(axis=1), 1, atol=1e-5)
-    np.testing.assert_allclose(tflite_probs, keras_probs, atol=1e-3)
+    np.testing.assert_allclose(tflite_probs.sum(axis=1), 1, atol=1e-5)  # the head computes in float32
+    # int8 rounding inside the network moves probabilities, by up to about 0.25 on the test split,
+    # and rarely the answer (about 2% of test photos; docs/BENCHMARKS.md).
+    np.testing.assert_allclose(tflite_probs, keras_probs, atol=0.3)
+    assert (tflite_probs.argmax(axis=1) == keras_probs.argmax(axis=1)).sum() >= 9
     np.testing.assert_allclose(ours, tflite_probs, atol=1e-6)  # infer.py's path: the same model
+
+
+def test_the_int8_model_has_thresholds_of_its_own():
+    from idenprof.predict.calibration import calibration_beside
+
+    calibration = json.loads((PRETRAINED_DIR / "calibration.json").read_text())
+    own = calibration["models"]["model.int8.tflite"]
+    assert calibration_beside(PRETRAINED_MODEL)["none_threshold"] == own["none_threshold"]
+    assert calibration_beside(PRETRAINED_DIR / "model.keras")["none_threshold"] == calibration["none_threshold"]
+    assert own["none_threshold"] != calibration["none_threshold"]
+    assert own["conformal"]["scores"] != calibration["conformal"]["scores"]

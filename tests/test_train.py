@@ -273,3 +273,5 @@ def test_each_preset_runs_its_code_path_on_a_small_subset(preset, small_dataset,
     assert kept.name.startswith("model-e002-") and metrics["keep"] == "last" and metrics["best_epoch"] == 2
     assert "kept model (the last epoch)" in result.stdout + result.stderr
     assert keras.models.load_model(kept, compile=False).input_shape == (None, 32, 32, 3)
+    # The presets also export the int8 LiteRT model and measure it on the test split.
+    assert (run_dir / "export" / "model.int8.tflite").is_file() and 0 <= metrics["int8_top1"] <= 1

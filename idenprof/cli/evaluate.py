@@ -1,7 +1,7 @@
 """Evaluate a trained IdenProf model on a folder of labelled photos (one subfolder per class).
 
     python evaluate.py data/idenprof/test                      # best model of the latest run
-    python evaluate.py --model idenprof/pretrained/model.tflite my_photos/ --out my_eval --tta
+    python evaluate.py --model idenprof/pretrained/model.int8.tflite my_photos/ --out my_eval --tta
 
 Writes report.json, confusion_matrix.png, reliability_diagram.png, top_mistakes.png and
 predictions.csv to --out and prints a summary. Exit code 0 when every image was evaluated, 1 when

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outlier-exposure", type=int, default=0, metavar="EPOCHS",
                         help="first fine-tune this many epochs with outlier exposure, so that the model can say "
                         "'none of these' (default 0: off; needs the outlier packages docs/OOD.md lists)")
+    parser.add_argument("--int8", action="store_true",
+                        help="ship model.int8.tflite (LiteRT computing in int8) as infer.py's model instead of the "
+                        "float32 model.tflite; evaluated, with thresholds fitted on its own hold-out answers")
     return parser.parse_args(argv)
 
 
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.outlier_exposure < 0:
             raise ConfigError(f"--outlier-exposure takes a number of epochs, 0 or more; got {args.outlier_exposure}")
         package_run(args.run_dir, args.data_dir, args.out, git_commit=args.git_commit,
-                    outlier_exposure=args.outlier_exposure, none_detector=args.none_detector)
+                    outlier_exposure=args.outlier_exposure, none_detector=args.none_detector, int8=args.int8)
     except IdenprofError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

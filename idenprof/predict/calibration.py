@@ -60,6 +60,9 @@ class Calibration:
     none_rule: str | None = None
     # Prediction sets (idenprof.predict.conformal.ConformalSets.to_json): the hold-out's sorted scores.
     conformal: dict | None = None
+    # {file name: {field: value}}: what differs for another file of the same model, fitted on that
+    # file's own hold-out answers (the int8 LiteRT model rounds its probabilities).
+    models: dict | None = None
 
     def write(self, path: Path) -> Path:
         return write_json_atomically(asdict(self), path)
@@ -67,7 +70,8 @@ class Calibration:
 
 def calibration_beside(model_path: Path) -> dict | None:
     """The calibration.json beside a model file (inside a SavedModel folder, else beside it), as a
-    dict; None when there is none or it cannot be read. The one reader of that file."""
+    dict, with the entries of its `models[<file name>]` over the rest; None when there is none or
+    it cannot be read. The one reader of that file."""
     model_path = Path(model_path)
     for candidate in (model_path / CALIBRATION_FILENAME, model_path.parent / CALIBRATION_FILENAME):
         if candidate.is_file():
@@ -75,7 +79,10 @@ def calibration_beside(model_path: Path) -> dict | None:
                 data = json.loads(candidate.read_text())
             except (OSError, ValueError):
                 return None
-            return data if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                return None
+            own = (data.get("models") or {}).get(model_path.name)
+            return {**data, **own} if isinstance(own, dict) else data
     return None
 
 
@@ -185,15 +192,13 @@ def threshold_rule(target_accuracy: float = TARGET_ACCURACY) -> str:
 
 
 def logits_model(model):
-    """`model` (float32, ending in the softmax Dense `predictions`, or already calibrated) with
-    that Dense made linear: output the logits [N, C]. Weights are copied."""
+    """`model` (ending in the softmax Dense `predictions`, or already calibrated) with that Dense
+    made linear: output the logits [N, C]. Weights are copied into a float32 copy (a temperature
+    fitted on bfloat16 logits would be off by their rounding)."""
     import keras
-
-    from idenprof.precision import float32_copy
 
     if is_calibrated(model):
         return keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
-    model = float32_copy(model)
     try:
         head = model.get_layer(LOGITS_LAYER)
     except ValueError:
@@ -203,6 +208,7 @@ def logits_model(model):
 
     def linear_head(layer):
         config = layer.get_config()
+        config["dtype"] = "float32"
         if layer.name == LOGITS_LAYER:
             config["activation"] = "linear"
         return layer.__class__.from_config(config)

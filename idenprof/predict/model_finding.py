@@ -15,7 +15,7 @@ from idenprof.run_folder import (
 # The calibrated model shipped inside the package (idenprof.ship.packaging writes it): the default
 # when no run has a model. LiteRT, the fastest format to start (docs/BENCHMARKS.md).
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-PRETRAINED_MODEL = PRETRAINED_DIR / "model.tflite"
+PRETRAINED_MODEL = PRETRAINED_DIR / "model.int8.tflite"
 
 
 def resolve_model_path(model_arg: str | None, runs_dir: Path = Path("runs"),

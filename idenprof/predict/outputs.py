@@ -54,13 +54,18 @@ def prediction_rows(inputs: list[str], results, errors, classifier, top: int | N
     return rows
 
 
+def json_line(row: dict) -> str:
+    """One row as a line of JSON Lines (infer.py --output FILE.jsonl, and the bulk job's shards)."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def write_predictions(path: Path, rows: list[dict], top: int) -> Path:
     """Write `rows` to `path` in the format its suffix names (see OUTPUT_FORMATS)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
         text = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     elif suffix == ".jsonl":
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        text = "".join(json_line(row) for row in rows)
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer)

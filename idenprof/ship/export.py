@@ -6,14 +6,25 @@
         saved_model/       TensorFlow Serving: signatures serving_default (pixels) and
                            serving_bytes (encoded image files), both -> {"probabilities"}
         model.tflite       LiteRT, float32; infer.py runs it without importing TensorFlow
+        model.int8.tflite  LiteRT, the network in int8 (a quarter of the size, faster on CPUs), its
+                           head from the pooled features on in float32, float32 pixels in and
+                           probabilities out; only when asked for, as it needs representative
+                           photos to set its value ranges
         model.onnx         ONNX, float32, input "pixels" -> output "probabilities";
                            infer.py runs it with ONNX Runtime, without importing TensorFlow
         class_index.json   output position -> class name, for all of the above
 
 Every format takes float32 RGB pixels 0..255 (preprocessing is inside the model) and returns
-float32 softmax probabilities [N, num_classes] in class index order. All exports are float32,
-even when training used mixed precision: LiteRT has no bfloat16 kernels, and float32 runs
-everywhere.
+float32 softmax probabilities [N, num_classes] in class index order. All exports compute in
+float32 (but the int8 one), even when training used mixed precision: LiteRT has no bfloat16
+kernels, and float32 runs everywhere.
+
+Keras' own `Model.export(format="litert" | "onnx")` runs the same converters (TFLiteConverter from
+a SavedModel written by ExportArchive; tf2onnx), and its converter options cover int8. It is not
+used because of the interface: it exports `model.__call__` as the endpoint `serve`, names the
+input after an internal tensor and the output `output_0`, and enables SELECT_TF_OPS, while every
+format here answers to one contract, `pixels` -> `probabilities` in `serving_default`, the same as
+the SavedModel that TensorFlow Serving loads.
 
 Each file appears under its final name only when complete: it is written in a hidden staging
 folder inside `out_dir` and moved into place with os.replace (a rename on the same filesystem).
@@ -28,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from idenprof.class_index import write_class_index
@@ -35,6 +47,7 @@ from idenprof.data.graph_imaging import decode_resized
 from idenprof.errors import ConfigError
 from idenprof.files import move_into_place
 from idenprof.precision import float32_copy
+from idenprof.predict.calibration import LOGITS_LAYER
 from idenprof.run_folder import (
     BYTES_SIGNATURE,
     CLASS_INDEX_FILENAME,
@@ -43,17 +56,31 @@ from idenprof.run_folder import (
     PIXELS_INPUT,
     PIXELS_SIGNATURE,
 )
+from idenprof.tf_quiet import native_stderr_silenced
 
 FORMATS = tuple(EXPORT_FILENAMES)
+DEFAULT_FORMATS = tuple(f for f in FORMATS if f != "tflite_int8")
 ONNX_OPSET = 17
+# Photos whose activations set the int8 model's value ranges: 200 from the training split measured
+# the same top-1 as more (TensorFlow's guide suggests a few hundred).
+REPRESENTATIVE_IMAGES = 200
+
+
+def representative_photos(layout, samples: list, image_size: int, seed: int) -> np.ndarray:
+    """Pixels [N, S, S, 3] of REPRESENTATIVE_IMAGES `samples` (the training split's) drawn with
+    `seed`, for the int8 export."""
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(samples), min(REPRESENTATIVE_IMAGES, len(samples)), replace=False))
+    return layout.decode([samples[i] for i in chosen], image_size, progress=False).images
 
 
 def export_model(
     model: keras.Model,
     out_dir: Path,
     class_names: list[str],
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
     tflite_float16: bool = False,
+    representative: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Write `model` in each of `formats` plus class_index.json into `out_dir`.
 
@@ -62,9 +89,11 @@ def export_model(
             [None, len(class_names)].
         out_dir: created if missing; existing exports of the same names are replaced.
         class_names: class name of each output position.
-        formats: any of FORMATS ("keras", "h5", "saved_model", "tflite", "onnx").
+        formats: any of FORMATS ("keras", "h5", "saved_model", "tflite", "onnx", "tflite_int8").
         tflite_float16: store the LiteRT model's weights in float16 (half the size; it still
             computes and answers in float32).
+        representative: float32 pixels [N, S, S, 3] of training photos, needed by "tflite_int8"
+            (see REPRESENTATIVE_IMAGES).
 
     Returns:
         {format: path} for each format written, plus "class_index".
@@ -77,6 +106,8 @@ def export_model(
         raise ConfigError(
             f"the model has {num_outputs} outputs but {len(class_names)} class names were given"
         )
+    if "tflite_int8" in formats and (representative is None or not len(representative)):
+        raise ConfigError("the int8 LiteRT export needs representative training photos")
     model = float32_copy(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +122,8 @@ def export_model(
                 write_saved_model(model, staged)
             elif fmt == "onnx":
                 staged.write_bytes(onnx_bytes(model))
+            elif fmt == "tflite_int8":
+                staged.write_bytes(tflite_bytes(model, staging, int8_representative=representative))
             else:
                 staged.write_bytes(tflite_bytes(model, staging, float16_weights=tflite_float16))
             name = EXPORT_FILENAMES[fmt]
@@ -155,9 +188,12 @@ def write_saved_model(model: keras.Model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def tflite_bytes(model: keras.Model, scratch: Path, float16_weights: bool = False) -> bytes:
-    """A float32 LiteRT flatbuffer with one signature, `serving_default`: pixels -> probabilities.
-    With `float16_weights`, weights are stored in float16 and dequantized when loaded.
+def tflite_bytes(model: keras.Model, scratch: Path, float16_weights: bool = False,
+                 int8_representative: np.ndarray | None = None) -> bytes:
+    """A LiteRT flatbuffer with one signature, `serving_default`: pixels -> probabilities, float32.
+    With `float16_weights`, weights are stored in float16 and dequantized when loaded. With
+    `int8_representative` (pixels [N, S, S, 3]), the network up to its pooled features runs in int8
+    (ranges from those photos) and the head after them in float32 (see `head_tensor_names`).
 
     Converted from a pixels-only SavedModel: the decode ops of serving_bytes have no LiteRT
     kernels, and the SavedModel path is the converter's supported route for Keras 3 models.
@@ -173,7 +209,43 @@ def tflite_bytes(model: keras.Model, scratch: Path, float16_weights: bool = Fals
     if float16_weights:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    if int8_representative is None:
+        return converter.convert()
+    head = head_tensor_names(converter.convert())
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    photos = lambda: ({PIXELS_INPUT: image[None].astype(np.float32)} for image in int8_representative)  # noqa: E731
+    converter.representative_dataset = photos
+    # Selective quantization (TensorFlow's QuantizationDebugger): the head stays float32. Its
+    # distances and scales span ranges that int8 cannot hold (an untrained model's made LiteRT
+    # abort), and the probabilities keep their precision.
+    # The quantizer prints its settings at every conversion, the debugger warns that it runs
+    # tf.lite.Interpreter (deprecated for LiteRT's, which the project itself uses).
+    with absl_warnings_silenced(), native_stderr_silenced(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=photos,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=head))
+        return debugger.get_nondebug_quantized_model()
+
+
+def head_tensor_names(float_flatbuffer: bytes) -> list[str]:
+    """Output tensor names of the LiteRT operations that compute from the pooled features (the
+    input of the Dense layer `predictions`) onwards: the head. [] without such a layer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=float_flatbuffer)
+    tensors = interpreter.get_tensor_details()
+    operations = interpreter._get_ops_details()  # in execution order, inputs before their users
+    logits = [op for op in operations if op["op_name"] == "FULLY_CONNECTED"
+              and any(LOGITS_LAYER in tensors[i]["name"] for i in op["outputs"])]
+    if not logits:
+        return []
+    reached, names = {int(logits[0]["inputs"][0])}, []
+    for op in operations:
+        if reached & {int(i) for i in op["inputs"]}:
+            reached |= {int(i) for i in op["outputs"]}
+            names += [tensors[i]["name"] for i in op["outputs"]]
+    return names
 
 
 def onnx_bytes(model: keras.Model) -> bytes:

@@ -1,8 +1,9 @@
 """Where and how training runs: devices, precision, XLA and the distribution strategy.
 
 `plan_runtime` is a pure function of what is visible (devices, CPU features, TF_CONFIG) and what
-was asked for; `detect_environment` reads those facts from the machine; `apply_runtime` makes the
-plan real (global dtype policy, strategy). Keeping the decision pure lets tests fake any machine.
+was asked for; `detect_environment` reads those facts from the machine; `strategy_for` gives the
+plan's tf.distribute strategy, and the training model is built in the plan's `dtype_policy` (inside
+idenprof.precision.computing_in). Keeping the decision pure lets tests fake any machine.
 """
 
 from __future__ import annotations
@@ -217,12 +218,10 @@ def detect_environment() -> Environment:
     )
 
 
-def apply_runtime(plan: RuntimePlan):
-    """Set the global dtype policy and return the tf.distribute strategy for `plan`."""
-    import keras
+def strategy_for(plan: RuntimePlan):
+    """The tf.distribute strategy for `plan`."""
     import tensorflow as tf
 
-    keras.mixed_precision.set_global_policy(plan.dtype_policy)
     if plan.strategy == "multi_worker":
         return multi_worker_strategy()
     if plan.strategy == "mirrored":

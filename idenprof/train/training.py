@@ -24,7 +24,7 @@ from idenprof.run_folder import RunFolder
 from idenprof.train.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
 from idenprof.train.recipe import make_learning_rate, make_optimizer
 from idenprof.train.resume import discard_uncommitted, lock_run_folder
-from idenprof.train.runtime import RuntimePlan, apply_runtime
+from idenprof.train.runtime import RuntimePlan, strategy_for
 
 # Settings that change how, not what, a run trains: they may differ when a run is resumed.
 RESUMABLE_WITH_OTHER = {"progress", "download_only", "data_url", "run_dir", "fused_batch_norm"}
@@ -74,7 +74,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
     num_classes = len(layout.class_names)
 
-    strategy = apply_runtime(plan)
+    strategy = strategy_for(plan)
     with strategy.scope():
         model = compile_model(config, plan, num_classes, steps)
     prepare_for_multi_worker(model, strategy)
@@ -289,8 +289,9 @@ def averaged_weights(model) -> list:
 
 def build_network(config: TrainConfig, num_classes: int, open_size: bool = False):
     """The config's network, randomly initialised, with preprocessing inside and a float32
-    softmax head. Its input is `config.image_size` square, or with `open_size` of any height and
-    width (for training on one size and validating on another: the training model)."""
+    softmax head, in the current Keras dtype policy (float32 unless inside `computing_in`). Its
+    input is `config.image_size` square, or with `open_size` of any height and width (the training
+    model when it trains on `train_image_size` and validates on `image_size`)."""
     from models import RESNET_SPECS, build_model
 
     side = None if open_size else config.image_size
@@ -326,16 +327,20 @@ def load_starting_weights(model, config: TrainConfig) -> None:
 
 
 def compile_model(config: TrainConfig, plan: RuntimePlan, num_classes: int, steps_per_epoch: int):
-    """The training model: the network with its starting weights, with TensorFlow's fused batch
-    norm when asked, compiled with the config's optimizer, schedule and loss."""
+    """The training model: the network with its starting weights, computing in the plan's
+    precision, with TensorFlow's fused batch norm when asked, compiled with the config's
+    optimizer, schedule and loss (a float16 model gets loss scaling from Keras' compile)."""
     import keras
 
-    model = build_network(config, num_classes, open_size=config.trains_at_other_size())
-    load_starting_weights(model, config)
-    if config.fused_batch_norm:
-        from models.batch_norm import use_fused_batch_norm
+    from idenprof.precision import computing_in
 
-        model = use_fused_batch_norm(model)
+    with computing_in(plan.dtype_policy):
+        model = build_network(config, num_classes, open_size=config.train_image_size is not None)
+        load_starting_weights(model, config)
+        if config.fused_batch_norm:
+            from models.batch_norm import use_fused_batch_norm
+
+            model = use_fused_batch_norm(model)
     optimizer = make_optimizer(config, make_learning_rate(config, steps_per_epoch))
     model.compile(
         optimizer=optimizer,
@@ -352,17 +357,15 @@ def checkpoint_model_for(config: TrainConfig, num_classes: int):
     square, what inference reads; Keras' own batch-norm layers, what loads anywhere), computing in
     float32 whatever the training precision: a checkpoint is a model to hand to other programs,
     like the exports. The copy is built at the first call and refilled at each later one."""
-    from idenprof.precision import float32_copy
-
     portable = None
 
     def portable_copy(model):
         nonlocal portable
         if portable is None:
-            if config.trains_at_other_size() or config.fused_batch_norm or config.ema_momentum:
-                portable = float32_copy(build_network(config, num_classes))
-            else:
-                portable = float32_copy(model)
+            # Built outside the training model's precision scope: float32 as it is built.
+            same = (model.input_shape[1] == config.image_size and not config.fused_batch_norm
+                    and not config.ema_momentum and model.compute_dtype == "float32")
+            portable = model if same else build_network(config, num_classes)
         if portable is not model:
             portable.set_weights(averaged_weights(model))
         return portable
@@ -400,7 +403,7 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
         flip=config.flip, crop_scale=tuple(config.crop_scale) if config.crop_scale else None,
         shift=config.shift, rotation=config.rotation, color_jitter=config.color_jitter,
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-        output_size=config.train_image_size if config.trains_at_other_size() else None,
+        output_size=config.train_image_size,
     )
     train_ds = make_dataset(train_data, n, batch_size=config.batch_size, training=True,
                             augment=augment, seed=config.seed, whole_images=whole_images, repeat=True)
@@ -464,9 +467,9 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
 
     from idenprof.predict.evaluation import DEDUPLICATED_TEST, write_evaluation
     from idenprof.predict.inference import predict_views
-    from idenprof.predict.loaders import predict_in_batches
+    from idenprof.predict.loaders import load_predictor, predict_in_batches
     from idenprof.predict.report import plot_training_curves
-    from idenprof.ship.export import export_model
+    from idenprof.ship.export import DEFAULT_FORMATS, export_model, representative_photos
 
     best = run.kept_checkpoint()
     if best is None:
@@ -477,7 +480,12 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
                           test_data.images, mirror=config.tta)
     class_names = layout.class_names
     plot_training_curves(run.metrics_csv, run.curves_png)
-    export_model(model, run.export_dir, class_names)
+    int8 = {}
+    if config.int8:
+        train_samples = select_samples(layout, config)[0]
+        int8 = dict(formats=(*DEFAULT_FORMATS, "tflite_int8"),
+                    representative=representative_photos(layout, train_samples, config.image_size, config.seed))
+    exported = export_model(model, run.export_dir, class_names, **int8)
     unique_tests = {path for path, _ in layout.test_without_train_duplicates()}
     training = dict(
         # best_*: the kept checkpoint's (names from before --keep, which existing reports use).
@@ -485,6 +493,10 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
         epochs_run=epochs_run, train_seconds=round(train_seconds, 1), stop_reason=stop_reason,
         evaluated_on="test" if config.validate_on == "holdout" else "test (also used for validation)",
     )
+    if "tflite_int8" in exported:
+        int8_model = load_predictor(exported["tflite_int8"])
+        int8_views = predict_views(int8_model.predict, test_data.images, mirror=config.tta)
+        training["int8_top1"] = round(float((int8_views.mean().argmax(axis=1) == test_data.labels).mean()), 4)
     # The same report, files and code as evaluate.py; metrics.json is written last: its presence
     # marks a finished run.
     metrics = write_evaluation(views, test_data, class_names, run.path, model_name=best.path.name,
@@ -495,6 +507,8 @@ def finish_run(config, run: RunFolder, layout, test_data, train_seconds, epochs_
     log(f"kept model ({rule}): {best.path} (epoch {best.epoch}, validation accuracy {best.val_accuracy:.2%})")
     log(f"test top-1: {metrics['top1']:.2%}   top-5: {metrics['top5']:.2%}   "
         f"({metrics['images']} test images, {train_seconds / 60:.1f} min)")
+    if "int8_top1" in training:
+        log(f"int8 LiteRT ({exported['tflite_int8'].name}) test top-1: {training['int8_top1']:.2%}")
     log(f"report: {run.report_path}, {run.curves_png}, {run.confusion_png}")
     log(f"try it: python infer.py --model {run.path} photo.jpg")
     return TrainResult(run.path, best.path, metrics, epochs_run, train_seconds)

@@ -105,6 +105,11 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum (Nesterov)", OPTIMISATION, parse=float)
     weight_decay: float = setting(0.0, "decoupled weight decay (adamw, sgd)", OPTIMISATION, parse=float)
     label_smoothing: float = setting(0.0, "label smoothing", OPTIMISATION, parse=float)
+    teacher: str | None = setting(None, "knowledge distillation: a trained model (file or run folder, e.g. "
+                                  "idenprof/pretrained) whose probabilities on each whole training photo are "
+                                  "mixed into its label", OPTIMISATION)
+    teacher_weight: float = setting(0.5, "with --teacher: the teacher's share of each training target, 0..1",
+                                    OPTIMISATION, parse=float)
     class_weight: str | None = setting(None, "balanced: weight each class's loss by total / (classes x its count), "
                                        "for imbalanced folders", OPTIMISATION, choices=("balanced",))
     patience: int | None = setting(None, "stop when validation accuracy has not improved for N epochs (counts "
@@ -337,11 +342,13 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError(f"--shift is a fraction of the image side in [0, 1), got {c.shift}")
     if not 0.0 < c.lr_decay_factor <= 1.0:
         raise ConfigError(f"--lr-decay-factor must be in (0, 1], got {c.lr_decay_factor}")
+    if not 0.0 < c.teacher_weight <= 1.0:
+        raise ConfigError(f"--teacher-weight is the teacher's share of each target, in (0, 1]; got {c.teacher_weight}")
     if c.loader == "generator" and (c.mixup_alpha or c.cutmix_alpha or c.crop_scale or c.train_image_size
-                                    or c.color_jitter
+                                    or c.color_jitter or c.teacher
                                     or c.whole_image_fraction):
-        raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation "
-                          "and --train-image-size / --whole-image-fraction")
+        raise ConfigError("--loader generator supports flips only; use --loader tfdata for other augmentation, "
+                          "--train-image-size / --whole-image-fraction and --teacher")
     validate_dataset_choice(c)
     validate_model_choice(c)
 

@@ -7,6 +7,7 @@ augmentation (`idenprof.data.augment`) is vectorised over each batch. Images sta
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -35,6 +36,7 @@ def make_dataset(
     seed: int = 0,
     whole_images: tf.Variable | None = None,
     repeat: bool = False,
+    targets: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of decoded images for `model.fit` / `evaluate` / `predict`.
 
@@ -58,6 +60,8 @@ def make_dataset(
             per epoch for a finite dataset and drops the old one half-read, and tearing down a
             running pipeline stalled whole runs here for about 30 s at a time
             (docs/BENCHMARKS.md, "CPU share").
+        targets: float32 [N, num_classes], each image's target in place of its one-hot label
+            (soft labels, e.g. idenprof.train.distill's); mixup and cutmix mix them alike.
 
     Every map runs on all the process's cores and the last `_PREFETCH_BATCHES` are made ahead,
     without tf.data's autotuning: destroying an iterator waited for its autotuning thread, which
@@ -76,6 +80,17 @@ def make_dataset(
         raise ConfigError(
             f"only {count} training images for batch size {batch_size}; use a smaller batch size"
         )
+    if targets is not None:
+        # The batches then carry each image's index, looked up in the targets table.
+        table = tf.constant(np.asarray(targets, np.float32))
+        decoded = dataclasses.replace(decoded, labels=np.arange(count, dtype=np.int32))
+
+        def label_vectors(indices):
+            return tf.gather(table, indices)
+    else:
+        def label_vectors(labels):
+            return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
     stream_file = _whole_npy_file(decoded.images)
     if stream_file is None:
         batches = _batches_in_memory(decoded, batch_size, training, seed)
@@ -83,11 +98,11 @@ def make_dataset(
         batches = _batches_from_file(stream_file, decoded, batch_size, training, seed)
 
     def to_model_inputs(images, labels):
-        return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes, dtype=tf.float32)
+        return tf.cast(images, tf.float32), label_vectors(labels)
 
     def to_augmented_inputs(batch, batch_seed):
         images, labels = batch
-        one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        one_hot = label_vectors(labels)
         if whole_images is None:
             return augment_batch(images, one_hot, batch_seed, augment)
         flips_only = AugmentConfig(flip=augment.flip)

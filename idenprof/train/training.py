@@ -46,6 +46,10 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     if config.download_only:
         return TrainResult(layout.root, None, None, 0, 0.0)
 
+    if config.teacher:
+        from idenprof.predict.model_finding import resolve_model_path
+
+        resolve_model_path(config.teacher)  # a missing teacher fails before the run folder exists
     plan, tf_config = plan_training(config, log)
     run = open_run_folder(config, tf_config)
     with lock_run_folder(run):
@@ -79,7 +83,13 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
         model = compile_model(config, plan, num_classes, steps)
     prepare_for_multi_worker(model, strategy)
     whole_images = whole_image_flag(config)
-    train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images)
+    targets = None
+    if config.teacher:
+        from idenprof.train.distill import teacher_targets
+
+        targets = teacher_targets(config, layout, train_data, log)
+    train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images,
+                                   targets)
     weights = class_weights(train_data.labels, num_classes, config.class_weight, layout.class_names, log)
     # The epochs' files are flushed and renamed on a background thread: a slow disk must not stop
     # training (docs/BENCHMARKS.md, "CPU share"). Leaving the block waits for them.
@@ -383,9 +393,10 @@ def whole_image_flag(config: TrainConfig):
     return tf.Variable(False, trainable=False)
 
 
-def make_inputs(config, train_data, val_data, class_names, train_samples, whole_images=None):
-    """(training, validation) datasets; `whole_images` is the flag of data.batches.make_dataset.
-    The tf.data training input repeats without end: `fit` needs `steps_per_epoch`."""
+def make_inputs(config, train_data, val_data, class_names, train_samples, whole_images=None, targets=None):
+    """(training, validation) datasets; `whole_images` is the flag of data.batches.make_dataset,
+    `targets` the training photos' soft targets (idenprof.train.distill). The tf.data training
+    input repeats without end: `fit` needs `steps_per_epoch`."""
     from idenprof.data.augment import AugmentConfig
     from idenprof.data.batches import make_dataset
     from idenprof.data.generator import make_generator
@@ -406,7 +417,8 @@ def make_inputs(config, train_data, val_data, class_names, train_samples, whole_
         output_size=config.train_image_size,
     )
     train_ds = make_dataset(train_data, n, batch_size=config.batch_size, training=True,
-                            augment=augment, seed=config.seed, whole_images=whole_images, repeat=True)
+                            augment=augment, seed=config.seed, whole_images=whole_images, repeat=True,
+                            targets=targets)
     return train_ds, val_ds
 
 

@@ -235,6 +235,8 @@ def test_the_recipe_line_names_the_regularisation_a_run_used(interim):
         "mixup alpha 0.2", "cutmix alpha 1.0", "stochastic depth 0.1"]
     assert card.regularisation(resolve_config("cpu", {"color_jitter": 0.2})) == ["colour jitter 0.2"]
     assert card.regularisation(resolve_config("cpu", {})) == []
+    assert card.regularisation(resolve_config("cpu", {"teacher": "idenprof/pretrained"})) == [
+        "distilled from idenprof/pretrained (weight 0.5)"]
     assert "px images, flips; seed " in (interim["out"] / "MODEL_CARD.md").read_text()  # the interim run used none
 
 

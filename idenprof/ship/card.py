@@ -133,7 +133,8 @@ def regularisation(config) -> list[str]:
     """The recipe's augmentation and regularisation beyond crops and flips."""
     extras = [("mixup alpha", config.mixup_alpha), ("cutmix alpha", config.cutmix_alpha),
               ("stochastic depth", config.stochastic_depth), ("colour jitter", config.color_jitter),
-              ("shift", config.shift), ("rotation", config.rotation), ("EMA momentum", config.ema_momentum)]
+              ("shift", config.shift), ("rotation", config.rotation), ("EMA momentum", config.ema_momentum),
+              ("distilled from", config.teacher and f"{config.teacher} (weight {config.teacher_weight})")]
     return [f"{name} {value}" for name, value in extras if value]
 
 

@@ -25,6 +25,7 @@ from idenprof.train.multiworker import is_chief, prepare_for_multi_worker, worke
 from idenprof.train.recipe import make_learning_rate, make_optimizer
 from idenprof.train.resume import discard_uncommitted, lock_run_folder
 from idenprof.train.runtime import RuntimePlan, strategy_for
+from idenprof.train.speed_probe import adopt_recorded_choice, probe_training_side
 
 # Settings that change how, not what, a run trains: they may differ when a run is resumed.
 RESUMABLE_WITH_OTHER = {"progress", "download_only", "data_url", "run_dir", "fused_batch_norm"}
@@ -52,6 +53,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         resolve_model_path(config.teacher)  # a missing teacher fails before the run folder exists
     plan, tf_config = plan_training(config, log)
     run = open_run_folder(config, tf_config)
+    config = adopt_recorded_choice(config, recorded_speed_probe(run))  # a resumed run keeps its probe's side
     with lock_run_folder(run):
         return train_in(run, config, plan, tf_config, layout, start, log)
 
@@ -77,6 +79,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
     num_classes = len(layout.class_names)
+    config = fit_training_side(config, plan, run, num_classes, steps, len(train_data.labels), start, log)
 
     strategy = strategy_for(plan)
     with strategy.scope():
@@ -108,6 +111,32 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
         return TrainResult(run.path, best.path if best else None, None, epochs_run, train_seconds)
     return finish_run(config, run, layout, test_data, train_seconds, epochs_run, log,
                       stop_reason=why_training_stopped(callbacks))
+
+
+def fit_training_side(config: TrainConfig, plan: RuntimePlan, run: RunFolder, num_classes: int, steps: int,
+                      train_images: int, start: float, log) -> TrainConfig:
+    """With `target_epochs`, the config training on the side the speed probe chooses
+    (idenprof.train.speed_probe), saved to config.json with the probe's record; else `config`."""
+    def build_twin(probe_config):
+        with strategy_for(plan).scope():
+            return compile_model(probe_config, plan, num_classes, steps)
+
+    def seconds_left():
+        return config.time_budget_min * 60 - (time.monotonic() - start)
+
+    decided, probe = probe_training_side(config, build_twin, train_images, seconds_left, log)
+    if probe is None:
+        return config
+    seed_everything(decided.seed)  # the twin drew from the seeded generators: the run starts as its replay would
+    save_run_config(run, decided, plan, speed_probe=probe.to_dict())
+    return decided
+
+
+def recorded_speed_probe(run: RunFolder) -> dict | None:
+    """The `speed_probe` record of the run's config.json (None for a new run or one without)."""
+    if not run.config_path.exists():
+        return None
+    return json.loads(run.config_path.read_text()).get("speed_probe")
 
 
 def why_training_stopped(callbacks) -> str:
@@ -180,7 +209,7 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
         )
     if run.config_path.exists():
         previous = json.loads(run.config_path.read_text()).get("config", {})
-        ours = dataclasses.asdict(config)
+        ours = dataclasses.asdict(adopt_recorded_choice(config, recorded_speed_probe(run)))
         # A setting newer than the run's config.json had its default value in that run.
         defaults = dataclasses.asdict(TrainConfig())
         theirs = {k: previous.get(k, defaults[k]) for k in ours}
@@ -196,15 +225,19 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
     return run
 
 
-def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan) -> None:
-    """config.json: the resolved config, the runtime plan, and the command and git commit that
-    started (or last resumed) the run, for the model card (idenprof.ship.packaging)."""
+def save_run_config(run: RunFolder, config: TrainConfig, plan: RuntimePlan, speed_probe: dict | None = None) -> None:
+    """config.json: the resolved config, the runtime plan, the speed probe's record (see
+    idenprof.train.speed_probe; kept across a resume), and the command and git commit that started
+    (or last resumed) the run, for the model card (idenprof.ship.packaging)."""
     from idenprof.provenance import command_line, git_commit
 
     git = git_commit() or {}
-    write_json_atomically({"config": dataclasses.asdict(config), "runtime": plan.to_dict(),
-                           "command": command_line(), "git_commit": git.get("commit"),
-                           "git_dirty": git.get("dirty")}, run.config_path)
+    record = {"config": dataclasses.asdict(config), "runtime": plan.to_dict(),
+              "speed_probe": speed_probe or recorded_speed_probe(run),
+              "command": command_line(), "git_commit": git.get("commit"), "git_dirty": git.get("dirty")}
+    if record["speed_probe"] is None:
+        del record["speed_probe"]
+    write_json_atomically(record, run.config_path)
 
 
 def seed_everything(seed: int) -> None:

@@ -121,3 +121,14 @@ def test_train_py_prints_saves_and_replays_the_probes_choice(small_dataset, tmp_
     replay = resolve_config(preset, settings)
     assert replay.train_image_size == saved["config"]["train_image_size"] and replay.target_epochs is None
     assert candidate_sides(replay, stride=8) == []
+
+
+def test_a_multi_worker_cluster_trains_on_the_configured_side_without_probing(tmp_path):
+    config = resolve_config("cpu", {"run_dir": str(tmp_path / "run")})
+    cluster = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+    notes = []
+    kept = fit_training_side(config, plan=None, run=None, num_classes=10, steps=4, train_images=32, start=0.0,
+                             log=notes.append, tf_config=cluster)
+    assert kept is config and kept.train_image_size == 80
+    assert notes == ["note: no speed probe in a multi-worker cluster (each machine would choose for itself): "
+                     "training on 80 px; give --train-image-size to choose"]

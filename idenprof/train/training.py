@@ -79,7 +79,7 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
     num_classes = len(layout.class_names)
-    config = fit_training_side(config, plan, run, num_classes, steps, len(train_data.labels), start, log)
+    config = fit_training_side(config, plan, run, num_classes, steps, len(train_data.labels), start, log, tf_config)
 
     strategy = strategy_for(plan)
     with strategy.scope():
@@ -114,9 +114,17 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
 
 
 def fit_training_side(config: TrainConfig, plan: RuntimePlan, run: RunFolder, num_classes: int, steps: int,
-                      train_images: int, start: float, log) -> TrainConfig:
+                      train_images: int, start: float, log, tf_config: dict | None = None) -> TrainConfig:
     """With `target_epochs`, the config training on the side the speed probe chooses
-    (idenprof.train.speed_probe), saved to config.json with the probe's record; else `config`."""
+    (idenprof.train.speed_probe), saved to config.json with the probe's record; else `config`.
+    Not in a multi-worker cluster, whose workers must all train on one side."""
+    from idenprof.train.runtime import cluster_workers
+
+    if config.target_epochs and cluster_workers(tf_config) > 1:
+        log("note: no speed probe in a multi-worker cluster (each machine would choose for itself): training on "
+            f"{config.train_image_size or config.image_size} px; give --train-image-size to choose")
+        return config
+
     def build_twin(probe_config):
         with strategy_for(plan).scope():
             return compile_model(probe_config, plan, num_classes, steps)

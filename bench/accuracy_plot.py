@@ -54,7 +54,9 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 5))
+    # The legend beside the axes holds a row per run (and the original's line): the figure grows
+    # with it, so no entry is cut off.
+    fig, ax = plt.subplots(figsize=(11, max(5.0, 0.17 * (len(points) + 1) + 0.8)))
     markers = "os^Dv"  # the colour cycle has 10 colours: each further ten runs get another marker
     for i, (label, minutes, top1) in enumerate(points):
         ax.scatter([minutes], [100 * top1], label=label, s=40, marker=markers[i // 10 % len(markers)])

@@ -25,8 +25,7 @@ def teacher_targets(config, layout, train_data, log) -> np.ndarray:
     if predictor.class_names != layout.class_names:
         raise ConfigError(f"--teacher {config.teacher} knows the classes {predictor.class_names}, "
                           f"the data {layout.class_names}; give a teacher trained on the same classes")
-    label_of = dict(zip(train_data.paths, train_data.labels.tolist(), strict=True))
-    samples = [(path, label_of[path]) for path in train_data.paths]
+    samples = list(zip(train_data.paths, train_data.labels.tolist(), strict=True))
     photos = layout.decode(samples, predictor.image_size, progress=config.progress)
     if photos.paths != train_data.paths:
         raise ConfigError(f"--teacher: {len(photos.skipped)} training photos could not be decoded again")

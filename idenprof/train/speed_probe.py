@@ -116,14 +116,14 @@ def probe_training_side(config: TrainConfig, build_model, train_images: int, sec
         return config, None
     begin = time.monotonic()
     twin = build_model(dataclasses.replace(config, train_image_size=sides[-1]))
-    measured = sorted({*sides, config.image_size}, reverse=True)
-    rates = time_training_steps(twin, measured, config.batch_size)
+    # The whole-image phase's side is timed only when the run has that phase.
+    whole_side = {config.image_size} if config.whole_image_fraction else set()
+    rates = time_training_steps(twin, sorted({*sides, *whole_side}, reverse=True), config.batch_size)
     del twin
     gc.collect()
     left = seconds_left()
-    whole_fraction = config.whole_image_fraction
-    epochs = {side: predicted_epochs(rates[side], rates[config.image_size], whole_fraction, left,
-                                     config.time_budget_min * 60, train_images) for side in sides}
+    epochs = {side: predicted_epochs(rates[side], rates.get(config.image_size, 0.0), config.whole_image_fraction,
+                                     left, config.time_budget_min * 60, train_images) for side in sides}
     chosen = choose_side(epochs, config.target_epochs)
     probe = SpeedProbe(config.target_epochs, left, {side: rates[side] for side in sides}, epochs, chosen,
                        time.monotonic() - begin)

@@ -79,6 +79,12 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
     config = batch_fitted_to_data(config, len(train_data.labels), plan.replicas, log)
     steps = steps_per_epoch_for(len(train_data.labels), config.batch_size)
     num_classes = len(layout.class_names)
+    targets = None
+    if config.teacher:
+        from idenprof.train.distill import teacher_targets
+
+        targets = teacher_targets(config, layout, train_data, log)
+    # After the teacher's pass: the probe predicts epochs from the time it leaves.
     config = fit_training_side(config, plan, run, num_classes, steps, len(train_data.labels), start, log, tf_config)
 
     strategy = strategy_for(plan)
@@ -86,11 +92,6 @@ def train_in(run: RunFolder, config: TrainConfig, plan: RuntimePlan, tf_config, 
         model = compile_model(config, plan, num_classes, steps)
     prepare_for_multi_worker(model, strategy)
     whole_images = whole_image_flag(config)
-    targets = None
-    if config.teacher:
-        from idenprof.train.distill import teacher_targets
-
-        targets = teacher_targets(config, layout, train_data, log)
     train_ds, val_ds = make_inputs(config, train_data, val_data, layout.class_names, train_samples, whole_images,
                                    targets)
     weights = class_weights(train_data.labels, num_classes, config.class_weight, layout.class_names, log)
@@ -216,8 +217,9 @@ def open_run_folder(config: TrainConfig, tf_config: dict | None = None) -> RunFo
             f"{run.path} already holds a finished run; pass a new --run-dir (or delete that folder) to train again"
         )
     if run.config_path.exists():
-        previous = json.loads(run.config_path.read_text()).get("config", {})
-        ours = dataclasses.asdict(adopt_recorded_choice(config, recorded_speed_probe(run)))
+        saved = json.loads(run.config_path.read_text())
+        previous = saved.get("config", {})
+        ours = dataclasses.asdict(adopt_recorded_choice(config, saved.get("speed_probe")))
         # A setting newer than the run's config.json had its default value in that run.
         defaults = dataclasses.asdict(TrainConfig())
         theirs = {k: previous.get(k, defaults[k]) for k in ours}

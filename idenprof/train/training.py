@@ -24,7 +24,7 @@ from idenprof.run_folder import RunFolder
 from idenprof.train.multiworker import is_chief, prepare_for_multi_worker, worker_output_dir
 from idenprof.train.recipe import make_learning_rate, make_optimizer
 from idenprof.train.resume import discard_uncommitted, lock_run_folder
-from idenprof.train.runtime import RuntimePlan, strategy_for
+from idenprof.train.runtime import RuntimePlan, cluster_workers, strategy_for
 from idenprof.train.speed_probe import adopt_recorded_choice, probe_training_side
 
 # Settings that change how, not what, a run trains: they may differ when a run is resumed.
@@ -119,8 +119,6 @@ def fit_training_side(config: TrainConfig, plan: RuntimePlan, run: RunFolder, nu
     """With `target_epochs`, the config training on the side the speed probe chooses
     (idenprof.train.speed_probe), saved to config.json with the probe's record; else `config`.
     Not in a multi-worker cluster, whose workers must all train on one side."""
-    from idenprof.train.runtime import cluster_workers
-
     if config.target_epochs and cluster_workers(tf_config) > 1:
         log("note: no speed probe in a multi-worker cluster (each machine would choose for itself): training on "
             f"{config.train_image_size or config.image_size} px; give --train-image-size to choose")
@@ -176,7 +174,6 @@ def plan_training(config: TrainConfig, log) -> tuple[RuntimePlan, dict | None]:
     """Decide devices, precision, XLA and strategy (see idenprof.train.runtime) and print the decision;
     also returns the parsed TF_CONFIG."""
     from idenprof.train.runtime import (
-        cluster_workers,
         detect_environment,
         multi_worker_strategy,
         plan_runtime,

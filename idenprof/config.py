@@ -155,6 +155,10 @@ class TrainConfig:
                                         OPTIMISATION, parse=int)
     min_train_image_size: int = setting(64, "with --target-epochs: the smallest training side the speed probe may "
                                         "choose", OPTIMISATION, parse=int)
+    mixing_min_epochs: int | None = setting(None, "with --target-epochs: train without mixup and cutmix when the "
+                                            "speed probe's chosen side fits fewer than N epochs (mixing pays "
+                                            "in long runs only); the choice is saved in config.json (default: "
+                                            "keep them)", OPTIMISATION, parse=int)
     run_dir: str | None = setting(None, "output folder (default: runs/<preset or model>-<size>px-seed<seed>)",
                                   MACHINERY)
     seed: int = setting(0, "random seed for splits, initialisation, shuffling and augmentation", MACHINERY,
@@ -195,14 +199,16 @@ PRESETS: dict[str, dict] = {
     "original": {},
     "cpu": _CPU_PRESET,
     # Two CPU cores, two hours: the cpu recipe at 112 px crops of 128 px images, each cropped batch
-    # mixed by mixup or cutmix, with stochastic depth: +1.6 and +2.05 test points in two seeds, the
-    # hold-out too small to tell (docs/ACCURACY.md, runs 22-24).
+    # mixed by mixup or cutmix, with stochastic depth: +1.6 and +2.05 test points in two seeds where
+    # about 70 epochs fit, the hold-out too small to tell (docs/ACCURACY.md, runs 22-24).
     "cpu-long": {
         **_CPU_PRESET,
         "image_size": 128, "train_image_size": 112, "crop_scale": [0.5, 1.0],
         "epochs": 300, "time_budget_min": 118,
         "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "stochastic_depth": 0.1,
-        "target_epochs": None,  # measured at 112 px crops only
+        # A CPU that fits fewer than 40 epochs of 112 px crops (float32 only) trains on 96 or 80 px
+        # crops, and without the mixing when fewer than 50 epochs fit (they underfit): runs 39-40.
+        "target_epochs": 40, "min_train_image_size": 80, "mixing_min_epochs": 50,
     },
 }
 
@@ -325,6 +331,10 @@ def validate_config(c: TrainConfig) -> None:
         positive("target_epochs", c.target_epochs)
         if c.time_budget_min is None:
             raise ConfigError("--target-epochs fits epochs to a time budget; give --time-budget-min too")
+    if c.mixing_min_epochs is not None:
+        # Without --target-epochs it has nothing to act on, as --min-train-image-size: a replayed
+        # run's config.json has the probe's choice made and target_epochs cleared.
+        positive("mixing_min_epochs", c.mixing_min_epochs)
     positive("min_train_image_size", c.min_train_image_size)
     for name, f in FIELDS.items():
         choices = f.metadata["choices"]

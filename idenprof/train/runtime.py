@@ -107,7 +107,7 @@ def plan_runtime(
                          "emulated: 2.7x slower than float32 on one such CPU (docs/BENCHMARKS.md); drop --precision")
         elif precision == "float32" and requested_precision == "auto":
             notes.append("this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag): training in float32, "
-                         "so a time budget fits fewer epochs than on a CPU that has it (--preset cpu's speed "
+                         "so a time budget fits fewer epochs than on a CPU that has it (the cpu presets' speed "
                          "probe then picks smaller training crops: docs/ACCURACY.md)")
     if use_xla and strategy != "default":
         # Keras compiles with XLA only outside tf.distribute (its jit_compile="auto" says no there),

@@ -2,9 +2,11 @@
 and train on the largest side at which the budget fits about `target_epochs` epochs.
 
 A slow CPU (float32 only, or a slow hour of a VM) fits fewer epochs in the same minutes; smaller
-training crops buy them back (docs/ACCURACY.md). The decision is written into the run's config
-(`train_image_size`, with `target_epochs` cleared) and config.json's `speed_probe` record, so
-replaying the saved config trains the same way without probing again.
+training crops buy them back (docs/ACCURACY.md). With `mixing_min_epochs`, a run predicted to fit
+fewer epochs than that also trains without mixup and cutmix, which underfit a short run. The
+decision is written into the run's config (`train_image_size` and the mixing, with `target_epochs`
+and `mixing_min_epochs` cleared) and config.json's `speed_probe` record, so replaying the saved
+config trains the same way without probing again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class SpeedProbe:
     predicted_epochs: dict[int, float]
     chosen_side: int
     probe_seconds: float
+    mixing_min_epochs: int | None = None  # mixup and cutmix off when the chosen side fits fewer epochs
+
+    @property
+    def mixing_dropped(self) -> bool:
+        return drops_mixing(self.mixing_min_epochs, self.predicted_epochs[self.chosen_side])
 
     def to_dict(self) -> dict:
         # JSON object keys are strings; sides stay readable as "80", "64".
@@ -41,6 +48,7 @@ class SpeedProbe:
             record[key] = {str(side): round(value, 2) for side, value in record[key].items()}
         record["seconds_left"] = round(self.seconds_left, 1)
         record["probe_seconds"] = round(self.probe_seconds, 1)
+        record["mixing_dropped"] = self.mixing_dropped
         return record
 
     def summary(self) -> str:
@@ -49,8 +57,10 @@ class SpeedProbe:
         reached = self.predicted_epochs[self.chosen_side] >= self.target_epochs
         why = (f"the largest side that fits about {self.target_epochs} epochs" if reached else
                f"none fits {self.target_epochs} epochs: the fastest side")
+        mixing = (f"; without mixup and cutmix (fewer than {self.mixing_min_epochs} epochs)"
+                  if self.mixing_dropped else "")
         return (f"speed probe ({self.probe_seconds:.0f} s): {sides} in the {self.seconds_left / 60:.1f} min left; "
-                f"training on {self.chosen_side} px crops, {why}")
+                f"training on {self.chosen_side} px crops, {why}{mixing}")
 
 
 def candidate_sides(config: TrainConfig, stride: int) -> list[int]:
@@ -126,16 +136,24 @@ def probe_training_side(config: TrainConfig, build_model, train_images: int, sec
                                      left, config.time_budget_min * 60, train_images) for side in sides}
     chosen = choose_side(epochs, config.target_epochs)
     probe = SpeedProbe(config.target_epochs, left, {side: rates[side] for side in sides}, epochs, chosen,
-                       time.monotonic() - begin)
+                       time.monotonic() - begin, config.mixing_min_epochs)
     log(probe.summary())
-    return decided(config, chosen), probe
+    return decided(config, chosen, epochs[chosen]), probe
 
 
-def decided(config: TrainConfig, side: int) -> TrainConfig:
-    """`config` training on `side` with the probe's choice made (`target_epochs` cleared), in the
+def drops_mixing(mixing_min_epochs: int | None, epochs: float) -> bool:
+    """Whether a run predicted to fit `epochs` trains without mixup and cutmix. Decided on the
+    prediction as config.json records it (two decimals), so a resume decides the same."""
+    return mixing_min_epochs is not None and round(epochs, 2) < mixing_min_epochs
+
+
+def decided(config: TrainConfig, side: int, epochs: float) -> TrainConfig:
+    """`config` training on `side`, predicted to fit `epochs`, with the probe's choices made
+    (`target_epochs` and `mixing_min_epochs` cleared, the mixing off when it falls short), in the
     form `resolve_config` gives (None when the side is the model's own)."""
-    return dataclasses.replace(config, target_epochs=None,
-                               train_image_size=None if side == config.image_size else side)
+    mixing = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0} if drops_mixing(config.mixing_min_epochs, epochs) else {}
+    return dataclasses.replace(config, target_epochs=None, mixing_min_epochs=None,
+                               train_image_size=None if side == config.image_size else side, **mixing)
 
 
 def adopt_recorded_choice(config: TrainConfig, record: dict | None) -> TrainConfig:
@@ -149,4 +167,5 @@ def adopt_recorded_choice(config: TrainConfig, record: dict | None) -> TrainConf
     if [str(side) for side in candidate_sides(config, minimum_input_size(config.stem))] != list(
             record.get("predicted_epochs", {})):
         return config
-    return decided(config, int(record["chosen_side"]))
+    side = int(record["chosen_side"])
+    return decided(config, side, float(record["predicted_epochs"][str(side)]))
